@@ -1,0 +1,98 @@
+"""Learnable absolute 1D position embedding (ViT, Dosovitskiy et al., ICLR 2021; DeiT).
+
+    x_0 = [cls; patches] + E,   E in R^{(S + H0*W0) x D},  E ~ trunc_normal(std=0.02)
+
+S is 1 with a class-token slot (ViT/DeiT) and 0 without. The table is stored at
+the pretraining grid H0 x W0; for another grid its patch part is resized
+bicubically (``timm.layers.resample_abs_pos_embed``), the slot is kept. In
+inference the resized table is cached per grid.
+"""
+from typing import Optional
+
+import torch
+from mmengine.model.weight_init import trunc_normal_
+from timm.layers import resample_abs_pos_embed
+from torch import Tensor, nn
+
+from mmvitpe.registry import POS_ENCODINGS
+from .base import Grid, PEState, PositionalEncoding
+
+
+class AbsoluteTable(nn.Module):
+    """A learnable (1, S + H0*W0, D) table and its resize to any grid.
+
+    Shared by the schemes that learn one absolute table (this file and the
+    LaPE/PVG/MPVG family).
+
+    Args:
+        embed_dim: D.
+        grid: (H0, W0) the table is stored at.
+        num_slots: entries for prefix tokens in front of the patch entries.
+        interpolation: ``F.interpolate`` mode for resizing.
+        antialias: antialias when shrinking (ViT-Adapter: False, timm: True).
+    """
+
+    def __init__(self, embed_dim: int, grid: Grid, num_slots: int,
+                 interpolation: str = 'bicubic', antialias: bool = False) -> None:
+        super().__init__()
+        self.grid = tuple(grid)
+        self.num_slots = num_slots
+        self.interpolation = interpolation
+        self.antialias = antialias
+        self.weight = nn.Parameter(torch.zeros(1, num_slots + grid[0] * grid[1], embed_dim))
+        trunc_normal_(self.weight, std=0.02)
+
+    def resized(self, grid: Grid) -> Tensor:
+        return resample_abs_pos_embed(
+            self.weight, new_size=list(grid), old_size=list(self.grid),
+            num_prefix_tokens=self.num_slots, interpolation=self.interpolation,
+            antialias=self.antialias)
+
+
+def add_to_tokens(x: Tensor, pos: Tensor, num_prefix: int, num_slots: int) -> Tensor:
+    """x + pos where pos may lack the prefix-token entries (they get nothing)."""
+    if num_slots == num_prefix:
+        return x + pos
+    return torch.cat([x[:, :num_prefix], x[:, num_prefix:] + pos], dim=1)
+
+
+def resolve_class_slot(scheme: PositionalEncoding, class_slot: Optional[bool]) -> int:
+    """Number of table slots for prefix tokens; a slot needs a token."""
+    if class_slot is None:
+        class_slot = scheme.num_prefix_tokens > 0
+    if class_slot and scheme.num_prefix_tokens == 0:
+        raise ValueError(f'{type(scheme).__name__}: class_slot=True but the model has no '
+                         'class token; set class_token=True on the model or class_slot=False')
+    return scheme.num_prefix_tokens if class_slot else 0
+
+
+@POS_ENCODINGS.register_module()
+class LearnedPE(PositionalEncoding):
+    """Learnable absolute position embedding added to the input tokens.
+
+    Args:
+        class_slot: Whether the table has an entry for the class token
+            (ViT/DeiT: yes; DeiT-III style: no). Default: yes iff the model
+            has a class token.
+        interpolation: Resize mode for other grids (default bicubic).
+        antialias: Antialias when shrinking the table (default False, as
+            ViT-Adapter; timm's own resize uses True).
+        **kwargs: See :class:`PositionalEncoding`.
+    """
+
+    def __init__(self, class_slot: Optional[bool] = None, interpolation: str = 'bicubic',
+                 antialias: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.table = AbsoluteTable(self.embed_dim, self.pretrain_grid,
+                                   resolve_class_slot(self, class_slot),
+                                   interpolation, antialias)
+
+    def prepare(self, grid: Grid, device, dtype) -> PEState:
+        state = PEState(tuple(grid))
+        state.tensors['pos'] = self._inference_cached(
+            (state.grid, device, dtype), lambda: self.table.resized(state.grid))
+        return state
+
+    def embed(self, x: Tensor, state: PEState) -> Tensor:
+        return add_to_tokens(x, state.tensors['pos'], self.num_prefix_tokens,
+                             self.table.num_slots)

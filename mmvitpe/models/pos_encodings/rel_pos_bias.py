@@ -1,0 +1,65 @@
+"""Relative position bias (Swin, Liu et al. 2021; BEiT, Bao et al. 2022).
+
+Per block and head, a learned table over the (2h-1)(2w-1) relative offsets of an
+h x w attention grid is added to the scaled logits:
+
+    A = softmax(q k^T / sqrt(d) + B[idx(i, j)])
+
+with the Swin/BEiT index ``idx`` (query minus key; ``timm``'s
+``gen_relative_position_index``), so BEiT/Swin tables load as they are. The
+table is stored for ``table_grid`` (default: the pretraining grid, which is also
+ViT-Adapter's 14x14 window); another attention grid (a window or the whole
+image) gets the table resized bicubically (Swin v1 fine-tuning rule). Tables
+start at zero, so adding the scheme to a pretrained ViT changes nothing at
+step 0. Prefix tokens get zero bias. Works with windowed attention: the grid is
+the window's.
+"""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import gen_relative_position_index
+from torch import Tensor, nn
+
+from mmvitpe.registry import POS_ENCODINGS
+from .base import Grid, PEState, PositionalEncoding, pad_prefix
+
+
+@POS_ENCODINGS.register_module()
+class RelPosBias(PositionalEncoding):
+    """Learned per-block relative position bias on the attention logits.
+
+    Args:
+        blocks: Blocks with a bias (default: all).
+        table_grid: (h, w) the tables are stored for (default: pretrain grid).
+        **kwargs: See :class:`PositionalEncoding`.
+    """
+
+    def __init__(self, blocks: Optional[Sequence[int]] = None,
+                 table_grid: Optional[Grid] = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.blocks = sorted(self._block_set(blocks, 'blocks'))
+        self.table_grid = tuple(table_grid or self.pretrain_grid)
+        h, w = self.table_grid
+        self.tables = nn.ParameterDict({
+            str(b): nn.Parameter(torch.zeros((2 * h - 1) * (2 * w - 1), self.num_heads))
+            for b in self.blocks})
+
+    def _bias(self, table: Tensor, grid: Grid) -> Tensor:
+        h, w = self.table_grid
+        if tuple(grid) != self.table_grid:
+            table = F.interpolate(
+                table.t().reshape(1, self.num_heads, 2 * h - 1, 2 * w - 1),
+                size=(2 * grid[0] - 1, 2 * grid[1] - 1), mode='bicubic',
+                align_corners=False).reshape(self.num_heads, -1).t()
+        index = gen_relative_position_index(tuple(grid), device=table.device)
+        n = grid[0] * grid[1]
+        return table[index.view(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
+
+    def logit_terms(self, block: int, attn_grid: Grid, state: PEState, num_prefix: int):
+        if block not in self.blocks:
+            return None, None
+        table = self.tables[str(block)]
+        bias = self._inference_cached((block, tuple(attn_grid), table.device),
+                                      lambda: self._bias(table, attn_grid))
+        return pad_prefix(bias, num_prefix, 0.0), None

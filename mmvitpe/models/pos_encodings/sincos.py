@@ -1,0 +1,56 @@
+"""Fixed 2D sine-cosine position embedding (MAE, He et al., CVPR 2022; MoCo v3).
+
+For a patch at column x and row y, with D4 = D/4 and w_k = 1 / T^(k / D4):
+
+    E(y, x) = [sin(x w), cos(x w), sin(y w), cos(y w)]      (MAE channel layout)
+
+T = 10000. Nothing is learned; the table is generated exactly for any grid
+(no interpolation) and cached per grid. Prefix tokens get zeros, as in MAE.
+timm's ``build_sincos2d_pos_embed`` uses another layout ([sin_h, sin_w, cos_h,
+cos_w]), which is why this one is generated here: MAE checkpoints expect it.
+"""
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from mmvitpe.registry import POS_ENCODINGS
+from .base import Grid, PEState, PositionalEncoding
+from .learned import add_to_tokens
+
+
+@lru_cache(maxsize=16)
+def sincos_2d(grid: Grid, dim: int, temperature: float = 10000.) -> Tensor:
+    """(H*W, dim) MAE-layout table, row-major over (y, x); memoised (treat as read-only)."""
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    ys, xs = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
+                            torch.arange(grid[1], dtype=torch.float64), indexing='ij')
+    ax = xs.flatten()[:, None] * omega[None]
+    ay = ys.flatten()[:, None] * omega[None]
+    return torch.cat([ax.sin(), ax.cos(), ay.sin(), ay.cos()], dim=1).float()
+
+
+@POS_ENCODINGS.register_module()
+class SinCosPE(PositionalEncoding):
+    """Fixed MAE-layout 2D sin-cos embedding added to the input.
+
+    Args:
+        temperature: T in the frequencies (default 10000).
+        **kwargs: See :class:`PositionalEncoding`.
+    """
+
+    def __init__(self, temperature: float = 10000., **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self.embed_dim % 4:
+            raise ValueError(f'SinCosPE needs embed_dim divisible by 4, got {self.embed_dim}')
+        self.temperature = temperature
+
+    def prepare(self, grid: Grid, device, dtype) -> PEState:
+        state = PEState(tuple(grid))
+        table = sincos_2d(state.grid, self.embed_dim, self.temperature)
+        state.tensors['pos'] = table.to(device)[None]
+        return state
+
+    def embed(self, x: Tensor, state: PEState) -> Tensor:
+        return add_to_tokens(x, state.tensors['pos'].to(x.dtype), self.num_prefix_tokens, 0)

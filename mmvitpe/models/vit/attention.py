@@ -1,0 +1,102 @@
+"""Multi-head self-attention with the positional-encoding hooks and windows.
+
+Hand-written because timm's ``Attention``/``AttentionRope`` have no hook for a
+multiplicative logit term (SP-SA) nor ViT-Adapter's windowing; it keeps timm's
+parameter names (``qkv``, ``proj``) so timm/DeiT weights load unchanged.
+"""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..pos_encodings import Grid, PEState, PositionalEncoding
+
+
+def window_partition(t: Tensor, grid: Grid, window: int) -> Tuple[Tensor, Grid]:
+    """(B, heads, H*W, d) -> (B * nWin, heads, window^2, d), zero-padded at the
+    bottom/right to a multiple of ``window`` (as ViT-Adapter pads q, k, v)."""
+    b, heads, _, d = t.shape
+    h, w = grid
+    t = t.view(b, heads, h, w, d)
+    pad_h, pad_w = -h % window, -w % window
+    t = F.pad(t, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    t = t.view(b, heads, hp // window, window, wp // window, window, d)
+    t = t.permute(0, 2, 4, 1, 3, 5, 6).reshape(-1, heads, window * window, d)
+    return t, (hp, wp)
+
+
+def window_reverse(t: Tensor, grid: Grid, padded: Grid, window: int, batch: int) -> Tensor:
+    """Inverse of :func:`window_partition`, cropping the padding: -> (B, H*W, heads*d)."""
+    _, heads, _, d = t.shape
+    hp, wp = padded
+    t = t.view(batch, hp // window, wp // window, heads, window, window, d)
+    t = t.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, hp, wp, heads * d)
+    return t[:, :grid[0], :grid[1]].reshape(batch, grid[0] * grid[1], heads * d)
+
+
+class Attention(nn.Module):
+    """Self-attention over the whole grid or over non-overlapping windows.
+
+    Uses ``F.scaled_dot_product_attention`` unless the scheme contributes a
+    multiplicative gain, which needs explicit logits.
+
+    Args:
+        dim: Token width.
+        num_heads: Heads.
+        qkv_bias: Bias in the qkv projection.
+        window_size: 0 for global attention, else the window side in tokens.
+        attn_drop: Dropout on attention weights.
+        proj_drop: Dropout after the output projection.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True,
+                 window_size: int = 0, attn_drop: float = 0., proj_drop: float = 0.) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'embed_dim {dim} is not divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.window_size = window_size
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: Tensor, block: int, pe: PositionalEncoding, state: PEState) -> Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = pe.rotate(q, k, block, state)
+        num_prefix = n - state.grid[0] * state.grid[1]
+        if self.window_size:
+            if num_prefix:
+                raise ValueError('windowed attention does not support class tokens; '
+                                 'use class_token=False with window_size > 0')
+            ws = self.window_size
+            (q, padded), (k, _), (v, _) = (window_partition(t, state.grid, ws) for t in (q, k, v))
+            attn_grid = (ws, ws)
+        else:
+            attn_grid = state.grid
+        bias, gain = pe.logit_terms(block, attn_grid, state, num_prefix)
+        out = self._attend(q, k, v, bias, gain)
+        if self.window_size:
+            out = window_reverse(out, state.grid, padded, self.window_size, b)
+        else:
+            out = out.transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(out))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, bias, gain) -> Tensor:
+        drop = self.attn_drop if self.training else 0.
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        if gain is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
+        logits = (q * self.scale) @ k.transpose(-2, -1) * gain.to(q.dtype)
+        if bias is not None:
+            logits = logits + bias
+        attn = logits.softmax(dim=-1)
+        attn = F.dropout(attn, drop) if drop else attn
+        return attn @ v

@@ -1,0 +1,213 @@
+"""A plain ViT whose positional encoding is a config switch.
+
+The dense backbones (ViT-Adapter, the ViT baseline) and the classification
+model share this core. The PE scheme is consulted at its fixed sites (see
+``pos_encodings/base.py``); the core never looks at which scheme it is.
+"""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from timm.layers import PatchEmbed
+from torch import Tensor, nn
+
+from mmvitpe.registry import MODELS
+from ..pos_encodings import Grid, PEState, build_pos_encoding
+from .block import Block
+
+ARCH_SETTINGS: Dict[str, dict] = {
+    # DeiT-Ti / S / B and ViT-L (AugReg): width, depth, heads
+    'tiny': dict(embed_dim=192, depth=12, num_heads=3),
+    'small': dict(embed_dim=384, depth=12, num_heads=6),
+    'base': dict(embed_dim=768, depth=12, num_heads=12),
+    'large': dict(embed_dim=1024, depth=24, num_heads=16),
+}
+
+
+def resolve_arch(arch: Union[str, dict], overrides: dict) -> dict:
+    """An ARCH_SETTINGS preset (or a full dict) with the non-None overrides applied."""
+    if isinstance(arch, str):
+        if arch not in ARCH_SETTINGS:
+            raise ValueError(f'unknown arch {arch!r}; valid: {sorted(ARCH_SETTINGS)} '
+                             'or a dict with embed_dim, depth, num_heads')
+        settings = dict(ARCH_SETTINGS[arch])
+    else:
+        settings = dict(arch)
+        missing = {'embed_dim', 'depth', 'num_heads'} - set(settings)
+        if missing:
+            raise ValueError(f'arch dict lacks {sorted(missing)}')
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def _init_linear_and_norm(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+@MODELS.register_module()
+class PEViT(BaseModule):
+    """Vision transformer with a pluggable positional encoding.
+
+    Args:
+        arch: 'tiny' | 'small' | 'base' | 'large' (DeiT/ViT sizes) or a dict
+            with embed_dim, depth, num_heads.
+        embed_dim, depth, num_heads: Override the arch's values.
+        pos_embed: The PE scheme, ``dict(type=<scheme>, **args)``; see
+            ``mmvitpe.models.pos_encodings``.
+        patch_size: Patch side in pixels.
+        in_channels: Image channels.
+        pretrain_size: Image side the model is (pre)trained at; learned PE
+            tables are stored for the grid ``pretrain_size // patch_size``.
+        class_token: Prepend a class token.
+        global_pool: 'token' (class token), 'avg' (GAP over patch tokens) or
+            '' (no pooling). Default: 'token' with a class token, else 'avg'.
+        num_classes: Size of a linear head after pooling; 0 for none.
+        mlp_ratio: MLP hidden width / embed_dim.
+        qkv_bias: Bias in the qkv projections.
+        drop_rate: Dropout after the PE and in the blocks.
+        attn_drop_rate: Dropout on attention weights.
+        drop_path_rate: Stochastic depth, increasing linearly over the blocks.
+        layer_scale_init_value: Init of per-channel residual scales; None
+            disables them.
+        window_size: Window side (tokens) of the windowed blocks.
+        window_block_indexes: Blocks that attend within windows; the others
+            attend globally.
+        with_cp: Gradient checkpointing per block.
+        final_norm: Apply the final LayerNorm (and the PE's final site).
+        norm_eps: LayerNorm eps.
+        init_cfg: mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 embed_dim: Optional[int] = None,
+                 depth: Optional[int] = None,
+                 num_heads: Optional[int] = None,
+                 pos_embed: Optional[dict] = None,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 pretrain_size: Union[int, Tuple[int, int]] = 224,
+                 class_token: bool = False,
+                 global_pool: Optional[str] = None,
+                 num_classes: int = 0,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: Optional[float] = None,
+                 window_size: int = 0,
+                 window_block_indexes: Sequence[int] = (),
+                 with_cp: bool = False,
+                 final_norm: bool = True,
+                 norm_eps: float = 1e-6,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        settings = resolve_arch(arch, dict(embed_dim=embed_dim, depth=depth,
+                                           num_heads=num_heads))
+        self.embed_dim, self.depth, self.num_heads = (
+            settings['embed_dim'], settings['depth'], settings['num_heads'])
+        self.patch_size = patch_size
+        pretrain_size = ((pretrain_size, pretrain_size)
+                         if isinstance(pretrain_size, int) else tuple(pretrain_size))
+        self.pretrain_grid = (pretrain_size[0] // patch_size, pretrain_size[1] // patch_size)
+        self.num_prefix_tokens = 1 if class_token else 0
+        if global_pool is None:
+            global_pool = 'token' if class_token else 'avg'
+        if global_pool not in ('token', 'avg', ''):
+            raise ValueError(f"global_pool={global_pool!r}; valid: 'token', 'avg', ''")
+        if global_pool == 'token' and not class_token:
+            raise ValueError("global_pool='token' needs class_token=True")
+        self.global_pool = global_pool
+        bad_windows = [i for i in window_block_indexes if not 0 <= i < self.depth]
+        if bad_windows:
+            raise ValueError(f'window_block_indexes {bad_windows} outside 0..{self.depth - 1}')
+        if window_block_indexes and window_size <= 0:
+            raise ValueError('window_block_indexes is set but window_size is not positive')
+        self.with_cp = with_cp
+
+        # dynamic_img_pad: any input size; the last row/column of patches is zero-padded.
+        self.patch_embed = PatchEmbed(
+            img_size=pretrain_size, patch_size=patch_size, in_chans=in_channels,
+            embed_dim=self.embed_dim, output_fmt='NHWC', strict_img_size=False,
+            dynamic_img_pad=True)
+        self.cls_token = (nn.Parameter(torch.zeros(1, 1, self.embed_dim))
+                          if class_token else None)
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.pe = build_pos_encoding(
+            pos_embed if pos_embed is not None else dict(type='LearnedPE'),
+            embed_dim=self.embed_dim, num_heads=self.num_heads, depth=self.depth,
+            num_prefix_tokens=self.num_prefix_tokens, pretrain_grid=self.pretrain_grid)
+        rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        windowed = set(window_block_indexes)
+        self.blocks = nn.ModuleList([
+            Block(self.embed_dim, self.num_heads, index=i, mlp_ratio=mlp_ratio,
+                  qkv_bias=qkv_bias, window_size=window_size if i in windowed else 0,
+                  drop_path=rates[i], layer_scale_init_value=layer_scale_init_value,
+                  norm_eps=norm_eps, drop=drop_rate, attn_drop=attn_drop_rate)
+            for i in range(self.depth)])
+        self.norm = nn.LayerNorm(self.embed_dim, eps=norm_eps) if final_norm else None
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes else None
+
+        self.blocks.apply(_init_linear_and_norm)
+        if self.head is not None:
+            _init_linear_and_norm(self.head)
+        if self.cls_token is not None:
+            trunc_normal_(self.cls_token, std=0.02)
+
+    # ---- the stages, usable one by one by the dense backbones ----------------
+    def embed(self, img: Tensor) -> Tuple[Tensor, PEState]:
+        """Patchify, prepend prefix tokens, apply the PE input site.
+
+        Returns tokens (B, prefix + H*W, D) and the PE state for this grid.
+        """
+        x = self.patch_embed(img)
+        b, h, w, _ = x.shape
+        x = x.reshape(b, h * w, self.embed_dim)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
+        state = self.pe.prepare((h, w), x.device, x.dtype)
+        return self.pos_drop(self.pe.embed(x, state)), state
+
+    def forward_blocks(self, x: Tensor, state: PEState, start: int = 0,
+                       end: Optional[int] = None) -> Tensor:
+        """Run blocks ``start..end-1`` with the PE's per-block sites."""
+        for block in self.blocks[start:end]:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, self.pe, state, use_reentrant=False)
+            else:
+                x = block(x, self.pe, state)
+            x = self.pe.after_block(x, block.index, state)
+        return x
+
+    def finalize(self, x: Tensor, state: PEState) -> Tensor:
+        """Final norm and the PE's final site (identity without a final norm)."""
+        if self.norm is None:
+            return x
+        return self.pe.final(self.norm(x), state)
+
+    # ---- whole-model entry points --------------------------------------------
+    def forward_features(self, img: Tensor) -> Tuple[Tensor, Grid]:
+        """Tokens after the final norm (B, prefix + H*W, D) and the grid."""
+        x, state = self.embed(img)
+        return self.finalize(self.forward_blocks(x, state), state), state.grid
+
+    def pool(self, x: Tensor) -> Tensor:
+        if self.global_pool == 'token':
+            return x[:, 0]
+        if self.global_pool == 'avg':
+            return x[:, self.num_prefix_tokens:].mean(dim=1)
+        return x
+
+    def forward(self, img: Tensor) -> Tensor:
+        """Pooled features, or logits with a head."""
+        x = self.pool(self.forward_features(img)[0])
+        return self.head(x) if self.head is not None else x

@@ -1,0 +1,23 @@
+"""mmvitpe's registries.
+
+``MODELS`` and ``OPTIM_WRAPPER_CONSTRUCTORS`` are children of mmengine's root
+registries with their own scope, so ``type='mmvitpe.ViTAdapter'`` resolves
+whatever the default scope is (mmdet, mmseg, mmengine) without touching the
+global namespace that mmdet and mmseg share (see docs: registration).
+
+``POS_ENCODINGS`` has no parent on purpose: a scheme is always looked up here,
+so a backbone built under the mmdet or mmseg default scope still finds
+``pos_embed=dict(type='LaPE')``.
+"""
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import \
+    OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import Registry
+
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmvitpe',
+                  locations=['mmvitpe.models'])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry(
+    'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
+    scope='mmvitpe', locations=['mmvitpe.engine'])
+POS_ENCODINGS = Registry('positional encoding', scope='mmvitpe',
+                         locations=['mmvitpe.models.pos_encodings'])

@@ -1,0 +1,249 @@
+"""Behaviour of every positional-encoding scheme inside the ViT core."""
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mmvitpe.models import PEViT
+from mmvitpe.models.pos_encodings import SPSA, build_pos_encoding
+from mmvitpe.registry import POS_ENCODINGS
+
+SCHEMES = sorted(POS_ENCODINGS.module_dict)
+REAL_SCHEMES = [s for s in SCHEMES if s != 'NoPE']
+GRIDS = [(7, 11), (14, 14), (32, 20)]
+
+
+def vit(scheme, class_token=False, pe_args=None, **kw):
+    cfg = dict(embed_dim=32, depth=3, num_heads=4, patch_size=4, pretrain_size=56,
+               class_token=class_token, pos_embed=dict(type=scheme, **(pe_args or {})))
+    cfg.update(kw)
+    return PEViT(**cfg)
+
+
+def valid_combinations():
+    for scheme in SCHEMES:
+        for class_token in (False, True):
+            if scheme == 'MPVG' and class_token:
+                continue
+            yield scheme, class_token
+
+
+@pytest.mark.parametrize('scheme,class_token', list(valid_combinations()))
+def test_any_grid_forward_backward(scheme, class_token):
+    model = vit(scheme, class_token)
+    for grid in GRIDS:
+        img = torch.randn(2, 3, grid[0] * 4, grid[1] * 4, requires_grad=True)
+        tokens, out_grid = model.forward_features(img)
+        assert out_grid == grid
+        assert tokens.shape == (2, grid[0] * grid[1] + class_token, 32)
+        model(img).square().sum().backward()
+        assert torch.isfinite(img.grad).all()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters()
+                   if p.grad is not None)
+
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_autocast_bf16_is_finite_and_close(scheme):
+    model = vit(scheme).eval()
+    img = torch.randn(1, 3, 28, 44)
+    with torch.no_grad():
+        ref = model(img)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model(img)
+    assert torch.isfinite(low).all()
+    assert torch.allclose(low.float(), ref, atol=0.1, rtol=0.1)
+
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_gradient_checkpointing_matches(scheme):
+    model = vit(scheme)
+    img = torch.randn(2, 3, 28, 36)
+    model(img).sum().backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.with_cp = True
+    model(img).sum().backward()
+    for n, p in model.named_parameters():
+        if n in ref:
+            torch.testing.assert_close(p.grad, ref[n], msg=n)
+
+
+def _patch_permutation_gap(model, grid=(6, 7)):
+    """How far the token outputs are from permuting along with the input patches."""
+    model.eval()
+    x = torch.randn(1, grid[0] * grid[1], 32)
+    perm = torch.randperm(x.shape[1])
+    x = torch.cat([torch.zeros(1, model.num_prefix_tokens, 32), x], 1) if model.num_prefix_tokens else x
+    idx = torch.cat([torch.arange(model.num_prefix_tokens), perm + model.num_prefix_tokens])
+
+    def run(tokens):
+        state = model.pe.prepare(grid, tokens.device, tokens.dtype)
+        return model.finalize(model.forward_blocks(model.pe.embed(tokens, state), state), state)
+    with torch.no_grad():
+        return (run(x)[:, idx] - run(x[:, idx])).abs().max().item()
+
+
+def test_no_pe_is_permutation_equivariant():
+    assert _patch_permutation_gap(vit('NoPE')) < 1e-5
+
+
+@pytest.mark.parametrize('scheme', REAL_SCHEMES)
+def test_real_schemes_break_permutation_equivariance(scheme):
+    model = vit(scheme)
+    # Non-trivial weights: init attention is near-uniform (logits ~ 0) and the
+    # neutral-start schemes (zero bias, unit prior) would hide any effect.
+    for name, p in model.named_parameters():
+        if name.startswith(('pe.tables', 'pe.priors')) or name.endswith('attn.qkv.weight'):
+            p.data.normal_(0, 0.5)
+    assert _patch_permutation_gap(model) > 1e-2
+
+
+@pytest.mark.parametrize('scheme', ['RelPosBias', 'SPSA'])
+def test_logit_terms_depend_only_on_offset(scheme):
+    pe = build_pos_encoding(dict(type=scheme), embed_dim=32, num_heads=4, depth=2,
+                            pretrain_grid=(5, 5))
+    for p in pe.parameters():
+        p.data.normal_(0, 1)
+    grid = (6, 9)
+    state = pe.prepare(grid, torch.device('cpu'), torch.float32)
+    bias, gain = pe.logit_terms(1, grid, state, 0)
+    term = (bias if bias is not None else gain).view(4, 6, 9, 6, 9)
+    # shifting query and key by the same (dy, dx) leaves the term unchanged
+    torch.testing.assert_close(term[:, 1:, 2:, 1:, 2:], term[:, :-1, :-2, :-1, :-2])
+    assert term.std() > 0.1
+
+
+@pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed'])
+def test_rope_scores_depend_only_on_offset(scheme):
+    pe = build_pos_encoding(dict(type=scheme), embed_dim=32, num_heads=2, depth=2,
+                            pretrain_grid=(5, 5))
+    grid = (4, 7)
+    state = pe.prepare(grid, torch.device('cpu'), torch.float32)
+    q = torch.randn(1, 2, 1, 16).expand(1, 2, 28, 16)
+    k = torch.randn(1, 2, 1, 16).expand(1, 2, 28, 16)
+    rq, rk = pe.rotate(q, k, 1, state)
+    scores = (rq @ rk.transpose(-1, -2)).view(2, 4, 7, 4, 7)
+    torch.testing.assert_close(scores[:, 1:, 3:, 1:, 3:], scores[:, :-1, :-3, :-1, :-3])
+    assert scores.std() > 1e-2
+    # rotation preserves norms
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
+
+
+def test_relative_schemes_extend_to_larger_windows_without_new_parameters():
+    model = vit('RelPosBias', window_size=5, window_block_indexes=(0, 2))
+    n_params = sum(p.numel() for p in model.parameters())
+    assert model(torch.randn(1, 3, 4 * 13, 4 * 9)).shape == (1, 32)
+    assert sum(p.numel() for p in model.parameters()) == n_params
+
+
+@pytest.mark.parametrize('scheme,pe_args', [('SPSA', {}), ('SPSA', {'hidden': 32}),
+                                            ('RelPosBias', {})])
+def test_neutral_at_init(scheme, pe_args):
+    """SP-SA (prior = 1) and relative bias (zero tables) start as plain attention."""
+    model = vit(scheme, pe_args=pe_args, window_size=4, window_block_indexes=(1,))
+    plain = vit('NoPE', window_size=4, window_block_indexes=(1,))
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and all(k.startswith('pe.') for k in unexpected)
+    img = torch.randn(2, 3, 36, 52)
+    torch.testing.assert_close(model(img), plain(img))
+
+
+def test_spsa_hidden_width_is_configurable():
+    default = build_pos_encoding(dict(type='SPSA', blocks=[0]), embed_dim=64, num_heads=4,
+                                 depth=2)
+    paper = build_pos_encoding(dict(type='SPSA', blocks=[0], hidden=32), embed_dim=64,
+                               num_heads=4, depth=2)
+    assert default.priors['0'].w1.out_features == 4 * 16
+    assert paper.priors['0'].w1.out_features == 4 * 32
+    assert list(default.priors) == ['0']
+
+
+class _LargestTensor(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_spsa_builds_no_n_by_n_by_hidden_tensor():
+    pe = SPSA(embed_dim=192, num_heads=3, depth=1, pretrain_grid=(14, 14))
+    grid = (64, 64)
+    n = grid[0] * grid[1]
+    with _LargestTensor() as probe:
+        prior = pe.prior(0, grid)
+        prior.sum().backward()
+    assert prior.shape == (3, n, n)
+    # the (heads, N, N) prior itself is the largest thing built, far below N*N*hidden
+    assert probe.largest == 3 * n * n < n * n * pe.hidden
+
+
+def test_mpvg_with_class_token_is_rejected():
+    with pytest.raises(ValueError, match='MPVG.*class_token=False'):
+        vit('MPVG', class_token=True)
+
+
+def test_unknown_scheme_and_argument_errors_name_the_choices():
+    with pytest.raises(ValueError, match=r"'Sinus'.*'LaPE'.*'SinCosPE'"):
+        vit('Sinus')
+    with pytest.raises(TypeError, match='bogus'):
+        vit('LearnedPE', pe_args={'bogus': 1})
+    with pytest.raises(ValueError, match=r'blocks=\[5\].*outside 0\.\.2'):
+        vit('PEG', pe_args={'blocks': [5]})
+    with pytest.raises(ValueError, match='class_slot=True'):
+        vit('LearnedPE', pe_args={'class_slot': True})
+    with pytest.raises(ValueError, match="global_pool='token' needs class_token"):
+        vit('NoPE', global_pool='token')
+
+
+def test_peg_runs_after_the_configured_blocks_only():
+    model = vit('PEG', pe_args={'blocks': [1]}).eval()
+    img = torch.randn(1, 3, 20, 24)
+    x, state = model.embed(img)
+    with torch.no_grad():
+        manual = model.blocks[0](x, model.pe, state)
+        manual = model.blocks[1](manual, model.pe, state)
+        conv = model.pe.convs['1']
+        manual = conv(manual, state.grid)  # timm PosConv: x + dwconv(x)
+        manual = model.blocks[2](manual, model.pe, state)
+        torch.testing.assert_close(model.finalize(manual, state), model.forward_features(img)[0])
+
+
+@pytest.mark.parametrize('scheme', ['LearnedPE', 'LaPE', 'FactorizedPE'])
+def test_resized_tables_are_cached_in_inference_and_refreshed_on_load(scheme):
+    pe = vit(scheme).eval().pe
+
+    def table():
+        return pe.prepare((9, 5), torch.device('cpu'), torch.float32).tensors['pos']
+    with torch.no_grad():
+        first = table()
+        assert table() is first
+        pe.load_state_dict({k: v + 1 for k, v in pe.state_dict().items()})
+        fresh = table()
+    assert fresh is not first and not torch.equal(fresh, first)
+    with torch.enable_grad():
+        assert table() is not fresh and table().requires_grad
+
+
+def test_lape_family_block_sets_and_input_term():
+    lape, pvg, mpvg = (vit(s) for s in ('LaPE', 'PVG', 'MPVG'))
+    assert lape.pe.blocks == [0, 1, 2] and pvg.pe.blocks == [1, 2] and mpvg.pe.blocks == [1, 2]
+    assert mpvg.pe.last_norm_layer is not None and pvg.pe.last_norm_layer is None
+    x = torch.randn(1, 12, 32)
+    for model, adds in ((lape, False), (pvg, True)):
+        state = model.pe.prepare((3, 4), x.device, x.dtype)
+        changed = not torch.equal(model.pe.embed(x, state), x)
+        assert changed == adds
+    # MPVG = PVG + LN'_last(pos_0) after the final norm
+    mpvg.load_state_dict(pvg.state_dict(), strict=False)
+    img = torch.randn(1, 3, 12, 16)
+    with torch.no_grad():
+        t_pvg, _ = pvg.forward_features(img)
+        t_mpvg, _ = mpvg.forward_features(img)
+        pos0 = mpvg.pe.table.resized((3, 4))
+        torch.testing.assert_close(t_mpvg - t_pvg,
+                                   mpvg.pe.last_norm_layer(pos0).expand_as(t_pvg))
