@@ -9,7 +9,7 @@ from .utils.safe_load import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()
 
-from . import models  # noqa: E402,F401  (registers the modules)
+from . import engine, models  # noqa: E402,F401  (registers the modules)
 from .registry import MODELS, POS_ENCODINGS  # noqa: E402
 
 __version__ = '0.1.0'

@@ -1,4 +1,5 @@
 from . import pos_encodings  # noqa: F401  (registers the schemes)
+from .backbones import ViTAdapter, ViTBaseline
 from .vit import PEViT
 
-__all__ = ['PEViT']
+__all__ = ['PEViT', 'ViTAdapter', 'ViTBaseline']

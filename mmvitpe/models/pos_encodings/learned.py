@@ -7,6 +7,7 @@ the pretraining grid H0 x W0; for another grid its patch part is resized
 bicubically (``timm.layers.resample_abs_pos_embed``), the slot is kept. In
 inference the resized table is cached per grid.
 """
+import math
 from typing import Optional
 
 import torch
@@ -41,6 +42,40 @@ class AbsoluteTable(nn.Module):
         self.antialias = antialias
         self.weight = nn.Parameter(torch.zeros(1, num_slots + grid[0] * grid[1], embed_dim))
         trunc_normal_(self.weight, std=0.02)
+
+    def fit_checkpoint(self, weight: Tensor) -> Tensor:
+        """A checkpoint's table (1, S' + h*w, D) reshaped to this table's layout.
+
+        The class slot is detected by length, never guessed: the patch part
+        must be this table's grid or a square grid, and S' is what is left
+        (0 or 1). Source slots are dropped when this table has none; when it
+        has slots but the source has none, the current slot values are kept.
+        The patch part is resized to this table's grid.
+        """
+        if weight.dim() == 2:
+            weight = weight[None]
+        length, area = weight.shape[1], self.grid[0] * self.grid[1]
+        source_grid = None
+        for slots in (0, 1):
+            side = math.isqrt(length - slots)
+            if length - slots == area:
+                source_grid = self.grid
+            elif side * side == length - slots:
+                source_grid = (side, side)
+            if source_grid is not None:
+                break
+        if source_grid is None or weight.shape[-1] != self.weight.shape[-1]:
+            raise ValueError(
+                f'cannot fit a position table of shape {tuple(weight.shape)} to '
+                f'{tuple(self.weight.shape)} (grid {self.grid}, {self.num_slots} class slot(s)): '
+                'its length is neither a square grid nor a square grid plus one class slot')
+        patches = resample_abs_pos_embed(
+            weight[:, slots:], new_size=list(self.grid), old_size=list(source_grid),
+            num_prefix_tokens=0, interpolation=self.interpolation, antialias=self.antialias)
+        if self.num_slots == 0:
+            return patches
+        prefix = weight[:, :slots] if slots else self.weight[:, :self.num_slots].detach()
+        return torch.cat([prefix.to(patches), patches], dim=1)
 
     def resized(self, grid: Grid) -> Tensor:
         return resample_abs_pos_embed(

@@ -77,9 +77,11 @@ class PEViT(BaseModule):
         drop_path_rate: Stochastic depth, increasing linearly over the blocks.
         layer_scale_init_value: Init of per-channel residual scales; None
             disables them.
-        window_size: Window side (tokens) of the windowed blocks.
-        window_block_indexes: Blocks that attend within windows; the others
-            attend globally.
+        window_size: Window side (tokens) of the blocks in
+            ``window_block_indexes``; or a list with one entry per block
+            (0 or None: global attention), as the original ViT-Adapter accepts.
+        window_block_indexes: Blocks that attend within windows of
+            ``window_size`` when that is an int; the others attend globally.
         with_cp: Gradient checkpointing per block.
         final_norm: Apply the final LayerNorm (and the PE's final site).
         norm_eps: LayerNorm eps.
@@ -104,7 +106,7 @@ class PEViT(BaseModule):
                  attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  layer_scale_init_value: Optional[float] = None,
-                 window_size: int = 0,
+                 window_size: Union[int, Sequence[Optional[int]]] = 0,
                  window_block_indexes: Sequence[int] = (),
                  with_cp: bool = False,
                  final_norm: bool = True,
@@ -127,11 +129,7 @@ class PEViT(BaseModule):
         if global_pool == 'token' and not class_token:
             raise ValueError("global_pool='token' needs class_token=True")
         self.global_pool = global_pool
-        bad_windows = [i for i in window_block_indexes if not 0 <= i < self.depth]
-        if bad_windows:
-            raise ValueError(f'window_block_indexes {bad_windows} outside 0..{self.depth - 1}')
-        if window_block_indexes and window_size <= 0:
-            raise ValueError('window_block_indexes is set but window_size is not positive')
+        self.window_sizes = self._per_block_windows(window_size, window_block_indexes)
         self.with_cp = with_cp
 
         # dynamic_img_pad: any input size; the last row/column of patches is zero-padded.
@@ -147,10 +145,9 @@ class PEViT(BaseModule):
             embed_dim=self.embed_dim, num_heads=self.num_heads, depth=self.depth,
             num_prefix_tokens=self.num_prefix_tokens, pretrain_grid=self.pretrain_grid)
         rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
-        windowed = set(window_block_indexes)
         self.blocks = nn.ModuleList([
             Block(self.embed_dim, self.num_heads, index=i, mlp_ratio=mlp_ratio,
-                  qkv_bias=qkv_bias, window_size=window_size if i in windowed else 0,
+                  qkv_bias=qkv_bias, window_size=self.window_sizes[i],
                   drop_path=rates[i], layer_scale_init_value=layer_scale_init_value,
                   norm_eps=norm_eps, drop=drop_rate, attn_drop=attn_drop_rate)
             for i in range(self.depth)])
@@ -162,6 +159,20 @@ class PEViT(BaseModule):
             _init_linear_and_norm(self.head)
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
+
+    def _per_block_windows(self, window_size, window_block_indexes) -> list:
+        if not isinstance(window_size, int):
+            sizes = [w or 0 for w in window_size]
+            if len(sizes) != self.depth or window_block_indexes:
+                raise ValueError(f'window_size as a list needs one entry per block ({self.depth}) '
+                                 f'and no window_block_indexes; got {list(window_size)}')
+            return sizes
+        bad = [i for i in window_block_indexes if not 0 <= i < self.depth]
+        if bad:
+            raise ValueError(f'window_block_indexes {bad} outside 0..{self.depth - 1}')
+        if window_block_indexes and window_size <= 0:
+            raise ValueError('window_block_indexes is set but window_size is not positive')
+        return [window_size if i in set(window_block_indexes) else 0 for i in range(self.depth)]
 
     # ---- the stages, usable one by one by the dense backbones ----------------
     def embed(self, img: Tensor) -> Tuple[Tensor, PEState]:
@@ -193,6 +204,31 @@ class PEViT(BaseModule):
         if self.norm is None:
             return x
         return self.pe.final(self.norm(x), state)
+
+    # ---- optimisation helpers --------------------------------------------------
+    def get_layer_depth(self, name: str) -> Tuple[int, int]:
+        """Layer id of a parameter for layer-wise lr decay, and the layer count.
+
+        Patch embedding, class token and the PE's shared tables are layer 0,
+        block i (and the PE parameters that belong to block i, e.g.
+        ``pe.tables.<i>``) is layer i + 1, everything else (adapter, norms) is
+        the top layer ``depth + 1``. Same convention as mmpretrain's ViT.
+        """
+        num_layers = self.depth + 2
+        parts = name.split('.')
+        if parts[0] in ('cls_token', 'patch_embed'):
+            return 0, num_layers
+        if parts[0] == 'blocks':
+            return int(parts[1]) + 1, num_layers
+        if parts[0] == 'pe':
+            per_block = len(parts) > 2 and parts[2].isdigit()
+            return (int(parts[2]) + 1 if per_block else 0), num_layers
+        return num_layers - 1, num_layers
+
+    def no_weight_decay(self) -> set:
+        """Parameter names that take no weight decay (PE parameters, class token)."""
+        names = {n for n, _ in self.named_parameters() if n.startswith('pe.')}
+        return names | ({'cls_token'} if self.cls_token is not None else set())
 
     # ---- whole-model entry points --------------------------------------------
     def forward_features(self, img: Tensor) -> Tuple[Tensor, Grid]:

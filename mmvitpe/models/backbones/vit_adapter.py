@@ -1,0 +1,203 @@
+"""ViT-Adapter (Chen et al., "Vision Transformer Adapter for Dense Predictions",
+ICLR 2023) on the PE-pluggable ViT core; one class for mmdet and mmseg.
+
+    img -> SPM -> c1 (1/4) and c = [c2 (1/8), c3 (1/16), c4 (1/32)] + level embeds
+    img -> patch embed + PE -> x (1/patch)
+    per interaction i: x = inject(x, c); x = ViT blocks of i; c = extract(c, x)
+    c2, c3, c4 -> maps; c1 += up(c2); c_k += resize(ViT map);  out_k = norm_k(c_k)
+
+Output: four maps with ``embed_dim`` channels at strides 4, 8, 16, 32, sized
+ceil(H / stride) x ceil(W / stride) for any input size (the input is padded
+to a multiple of 32 inside, and the outputs are cropped back).
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from mmengine.model.weight_init import trunc_normal_
+from torch import Tensor, nn
+
+from mmvitpe.registry import MODELS
+from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
+from ..vit import PEViT, resolve_arch
+
+# Sizes of the original configs (ref: czczup/ViT-Adapter detection and
+# segmentation configs). ``drop_path_rate`` is the detection/segmentation value.
+ADAPTER_SETTINGS: Dict[str, dict] = {
+    'tiny': dict(arch='tiny', deform_num_heads=6, deform_ratio=1.0, drop_path_rate=0.1,
+                 interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]]),
+    'small': dict(arch='small', deform_num_heads=6, deform_ratio=1.0, drop_path_rate=0.2,
+                  interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]]),
+    'base': dict(arch='base', deform_num_heads=12, deform_ratio=0.5, drop_path_rate=0.3,
+                 interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]]),
+    'large': dict(arch='large', deform_num_heads=16, deform_ratio=0.5, drop_path_rate=0.4,
+                  interaction_indexes=[[0, 5], [6, 11], [12, 17], [18, 23]]),
+}
+VIT_FEATURE_MODES = ('last', 'per_stage', None)
+
+
+@MODELS.register_module()
+class ViTAdapter(PEViT):
+    """ViT-Adapter with a pluggable positional encoding.
+
+    Args:
+        preset: 'tiny' | 'small' | 'base' | 'large' (ADAPTER_SETTINGS); every
+            value can be overridden by the arguments below.
+        interaction_indexes: [first, last] ViT block of each interaction.
+        deform_num_heads: Heads of the deformable attentions.
+        deform_ratio: Value-projection ratio of the deformable attentions.
+        n_points: Sampling points per head and level.
+        conv_inplane: Width of the spatial prior module's stem.
+        init_values: Initial injector gamma (0: ViT unchanged at the start).
+        with_cffn: ConvFFN in the extractors.
+        cffn_ratio: ConvFFN hidden width / embed_dim.
+        use_extra_extractor: Two more extractors in the last interaction.
+        vit_feature_mode: How ViT tokens are added to the pyramid: 'last' (the
+            final tokens at every level, as the original detection code),
+            'per_stage' (interaction i's tokens at level i, as the original
+            segmentation code) or None (not added).
+        vit_final_norm: Pass the ViT tokens through the final LayerNorm and the
+            PE's final site (MPVG's last-norm term) before adding them to the
+            pyramid. The original uses no final norm (False).
+        norm_cfg: Norm of the spatial prior module and the output norms
+            (BN, SyncBN, GN, ...).
+        with_cp: Gradient checkpointing in the ViT blocks and the adapter.
+        pretrained: Deprecated spelling of ``init_cfg=dict(type='Pretrained',
+            checkpoint=...)`` (mmseg's ``model.pretrained`` lands here).
+        **kwargs: ViT arguments (see :class:`PEViT`): pos_embed, patch_size,
+            pretrain_size, window_size, window_block_indexes, drop_path_rate,
+            embed_dim, depth, layer_scale_init_value (default 1.0, as the
+            original; None removes layer scale), ...
+    """
+
+    def __init__(self,
+                 preset: str = 'tiny',
+                 interaction_indexes: Optional[Sequence[Sequence[int]]] = None,
+                 deform_num_heads: Optional[int] = None,
+                 deform_ratio: Optional[float] = None,
+                 n_points: int = 4,
+                 conv_inplane: int = 64,
+                 init_values: float = 0.,
+                 with_cffn: bool = True,
+                 cffn_ratio: float = 0.25,
+                 use_extra_extractor: bool = True,
+                 vit_feature_mode: Optional[str] = 'last',
+                 vit_final_norm: bool = False,
+                 norm_cfg: Optional[dict] = None,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        if preset not in ADAPTER_SETTINGS:
+            raise ValueError(f'unknown preset {preset!r}; valid: {sorted(ADAPTER_SETTINGS)}')
+        if vit_feature_mode not in VIT_FEATURE_MODES:
+            raise ValueError(f'vit_feature_mode={vit_feature_mode!r}; valid: {VIT_FEATURE_MODES}')
+        if kwargs.get('class_token'):
+            raise ValueError('ViTAdapter works on patch tokens only: class_token must be False '
+                             '(a checkpoint class slot is dropped when loading)')
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained or init_cfg, not both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        settings = dict(ADAPTER_SETTINGS[preset])
+        kwargs.setdefault('arch', settings.pop('arch'))
+        kwargs.setdefault('drop_path_rate', settings.pop('drop_path_rate'))
+        kwargs.setdefault('layer_scale_init_value', 1.0)  # the original's layer scale
+        kwargs.setdefault('final_norm', vit_final_norm)
+        if kwargs['final_norm'] != vit_final_norm:
+            raise ValueError('set vit_final_norm, not final_norm, on ViTAdapter')
+        super().__init__(with_cp=with_cp, init_cfg=init_cfg, **kwargs)
+        self.interaction_indexes = [list(ix) for ix in
+                                    (interaction_indexes or settings['interaction_indexes'])]
+        self._check_interactions()
+        self.vit_feature_mode = vit_feature_mode
+        dim = self.embed_dim
+        norm_cfg = norm_cfg or dict(type='BN')
+
+        self.level_embed = nn.Parameter(torch.zeros(3, dim))
+        self.spm = SpatialPriorModule(conv_inplane, dim, norm_cfg=norm_cfg)
+        last = len(self.interaction_indexes) - 1
+        self.interactions = nn.ModuleList([
+            InteractionBlock(
+                dim, deform_num_heads or settings['deform_num_heads'], n_points, n_levels=3,
+                deform_ratio=deform_ratio if deform_ratio is not None else settings['deform_ratio'],
+                init_values=init_values, with_cffn=with_cffn, cffn_ratio=cffn_ratio, drop=0.,
+                drop_path=kwargs['drop_path_rate'],
+                extra_extractors=2 if use_extra_extractor and i == last else 0, with_cp=with_cp)
+            for i in range(len(self.interaction_indexes))])
+        self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
+        # output norms, named as in the original (norm1..norm4 for strides 4..32)
+        self.norm1, self.norm2, self.norm3, self.norm4 = (
+            build_norm_layer(norm_cfg, dim)[1] for _ in range(4))
+        self._init_adapter_weights()
+
+    def _check_interactions(self) -> None:
+        flat = [b for ix in self.interaction_indexes for b in range(ix[0], ix[-1] + 1)]
+        if flat != list(range(self.depth)):
+            raise ValueError(f'interaction_indexes {self.interaction_indexes} must cover blocks '
+                             f'0..{self.depth - 1} in order, each once')
+
+    def _init_adapter_weights(self) -> None:
+        """The original's init of the adapter parts (the ViT keeps its own)."""
+        for module in [self.spm, self.interactions, self.up]:
+            for m in module.modules():
+                if isinstance(m, nn.Linear) and not hasattr(m, 'im2col_step'):
+                    trunc_normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                    fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                    m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
+                    if m.bias is not None:
+                        m.bias.data.zero_()
+        for m in self.interactions.modules():
+            if hasattr(m, 'im2col_step'):  # deformable attention: Deformable-DETR init
+                m.init_weights()
+        nn.init.normal_(self.level_embed)
+
+    def no_weight_decay(self) -> set:
+        return super().no_weight_decay() | {'level_embed'}
+
+    def _to_map(self, tokens: Tensor, shape: Tuple[int, int]) -> Tensor:
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], self.embed_dim, *shape)
+
+    def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
+        height, width = img.shape[-2:]
+        multiple = math.lcm(32, self.patch_size)
+        img = F.pad(img, (0, -width % multiple, 0, -height % multiple))
+
+        c1, c2, c3, c4 = self.spm(img)
+        levels = [tuple(t.shape[-2:]) for t in (c2, c3, c4)]
+        c = torch.cat([t.flatten(2).transpose(1, 2) + self.level_embed[i]
+                       for i, t in enumerate((c2, c3, c4))], dim=1)
+
+        x, state = self.embed(img)
+        inject_inputs = DeformInputs([state.grid], levels, img.device)
+        extract_inputs = DeformInputs(levels, [state.grid], img.device)
+        vit_tokens = []
+        for (first, last), interaction in zip(self.interaction_indexes, self.interactions):
+            x = interaction.inject(x, c, inject_inputs)
+            x = self.forward_blocks(x, state, first, last + 1)
+            c = interaction.extract(c, x, extract_inputs, levels)
+            vit_tokens.append(x)
+
+        sizes = [n[0] * n[1] for n in levels]
+        c2, c3, c4 = (self._to_map(t, s) for t, s in zip(c.split(sizes, dim=1), levels))
+        c1 = self.up(c2) + c1
+        pyramid = [c1, c2, c3, c4]
+        if self.vit_feature_mode is not None:
+            if self.vit_feature_mode == 'last':
+                vit_tokens = vit_tokens[-1:] * 4
+            for i, tokens in enumerate(vit_tokens):
+                vit_map = self._to_map(self.finalize(tokens, state), state.grid)
+                pyramid[i] = pyramid[i] + F.interpolate(
+                    vit_map, size=pyramid[i].shape[-2:], mode='bilinear', align_corners=False)
+        outs = []
+        norms = (self.norm1, self.norm2, self.norm3, self.norm4)
+        for i, (feat, norm) in enumerate(zip(pyramid, norms)):
+            stride = 4 * 2 ** i
+            feat = norm(feat)
+            outs.append(feat[..., :math.ceil(height / stride), :math.ceil(width / stride)])
+        return tuple(outs)

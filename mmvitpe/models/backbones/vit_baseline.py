@@ -1,0 +1,78 @@
+"""The "ViT baseline" of the ViT-Adapter paper: a plain ViT read out at four
+depths and turned into a pyramid by deconvolution / identity / max-pooling
+(Chen et al., ICLR 2023, Sec. 4; after the ViTDet-style simple pyramid).
+
+    f_k = tokens after block out_indices[k], as a map at stride 16 (patch 16)
+    out = [deconv(deconv(f_1)), deconv(f_2), f_3, maxpool(f_4)] -> norms
+
+Runs on the same PE-pluggable core as :class:`ViTAdapter`, so the two compare
+scheme for scheme. Outputs are resized to ceil(H / stride) for strides 4..32.
+"""
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from torch import Tensor, nn
+
+from mmvitpe.registry import MODELS
+from ..vit import PEViT
+
+
+@MODELS.register_module()
+class ViTBaseline(PEViT):
+    """Plain ViT with a simple four-level pyramid.
+
+    Args:
+        out_indices: Blocks whose outputs become the four levels (default:
+            the last block of each quarter of the depth).
+        norm_cfg: Norm inside the stride-4 branch and on the outputs.
+        pretrained: Deprecated spelling of a Pretrained ``init_cfg``.
+        **kwargs: See :class:`PEViT` (arch, pos_embed, window attention, ...).
+    """
+
+    def __init__(self, out_indices: Optional[Sequence[int]] = None,
+                 norm_cfg: Optional[dict] = None, pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None, **kwargs) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained or init_cfg, not both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        kwargs.setdefault('final_norm', False)
+        super().__init__(init_cfg=init_cfg, **kwargs)
+        quarter = self.depth // 4
+        self.out_indices = list(out_indices or [quarter * k - 1 for k in range(1, 5)])
+        if len(self.out_indices) != 4 or sorted(self.out_indices) != self.out_indices or \
+                not all(0 <= i < self.depth for i in self.out_indices):
+            raise ValueError(f'out_indices={self.out_indices}: need 4 increasing block '
+                             f'indices in 0..{self.depth - 1}')
+        norm_cfg = norm_cfg or dict(type='BN')
+        dim = self.embed_dim
+        self.fpn1 = nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, 2),
+                                  build_norm_layer(norm_cfg, dim)[1], nn.GELU(),
+                                  nn.ConvTranspose2d(dim, dim, 2, 2))
+        self.fpn2 = nn.ConvTranspose2d(dim, dim, 2, 2)
+        self.fpn3 = nn.Identity()
+        self.fpn4 = nn.MaxPool2d(2, 2)
+        # output norms, named as in the original (norm1..norm4 for strides 4..32)
+        self.norm1, self.norm2, self.norm3, self.norm4 = (
+            build_norm_layer(norm_cfg, dim)[1] for _ in range(4))
+
+    def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
+        height, width = img.shape[-2:]
+        x, state = self.embed(img)
+        maps, start = [], 0
+        for index in self.out_indices:
+            x = self.forward_blocks(x, state, start, index + 1)
+            start = index + 1
+            maps.append(x.transpose(1, 2).reshape(x.shape[0], self.embed_dim, *state.grid))
+        outs = []
+        levels = zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps,
+                     (self.norm1, self.norm2, self.norm3, self.norm4))
+        for i, (fpn, feat, norm) in enumerate(levels):
+            size = (math.ceil(height / 4 / 2 ** i), math.ceil(width / 4 / 2 ** i))
+            feat = fpn(feat)
+            if feat.shape[-2:] != size:  # patch size != 16 or odd grids
+                feat = F.interpolate(feat, size=size, mode='bilinear', align_corners=False)
+            outs.append(norm(feat))
+        return tuple(outs)

@@ -1,0 +1,97 @@
+"""Benchmark: cost of each positional-encoding scheme in the ViT core.
+
+Times forward and forward+backward of one ViT (default ViT-Ti, 512x512, batch 1)
+per scheme. The variants are interleaved (A B C ... A B C ...) after a warm-up,
+and each is reported as the median over repeats and as a ratio to ``NoPE``
+measured in the same run, because absolute times on a shared machine drift.
+
+Usage:
+    python tools/benchmark_pe.py [--device cpu|cuda] [--size 512] [--batch 1]
+        [--repeats 7] [--schemes NoPE LaPE ...] [--amp] [--csv out.csv]
+"""
+import argparse
+import csv
+import statistics
+import time
+
+import torch
+from mmengine.utils import ProgressBar
+
+import mmvitpe  # noqa: F401
+from mmvitpe.models import PEViT
+from mmvitpe.registry import POS_ENCODINGS
+
+
+def sync(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def time_once(model, img, backward: bool, device: str, amp: bool) -> float:
+    sync(device)
+    start = time.perf_counter()
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+        if backward:
+            model(img).float().sum().backward()
+        else:
+            with torch.no_grad():
+                model(img)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    schemes = sorted(POS_ENCODINGS.module_dict)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--arch', default='tiny')
+    parser.add_argument('--size', type=int, default=512)
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--amp', action='store_true', help='bf16 autocast')
+    parser.add_argument('--schemes', nargs='+', default=schemes, choices=schemes)
+    parser.add_argument('--csv', help='also write the table here')
+    args = parser.parse_args()
+    if 'NoPE' not in args.schemes:
+        args.schemes.insert(0, 'NoPE')
+
+    torch.manual_seed(0)
+    models = {s: PEViT(arch=args.arch, pos_embed=dict(type=s)).to(args.device)
+              for s in args.schemes}
+    img = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    times = {(s, b): [] for s in args.schemes for b in (False, True)}
+    progress = ProgressBar(args.warmup + args.repeats)
+    for round_ in range(args.warmup + args.repeats):
+        for backward in (False, True):
+            for scheme in args.schemes:
+                t = time_once(models[scheme], img, backward, args.device, args.amp)
+                if round_ >= args.warmup:
+                    times[scheme, backward].append(t)
+        progress.update()
+
+    rows = []
+    base = {b: statistics.median(times['NoPE', b]) for b in (False, True)}
+    for scheme in args.schemes:
+        fwd, bwd = (statistics.median(times[scheme, b]) for b in (False, True))
+        rows.append(dict(scheme=scheme, forward_ms=1e3 * fwd, forward_ratio=fwd / base[False],
+                         train_ms=1e3 * bwd, train_ratio=bwd / base[True]))
+    device = torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'
+    print(f'\nViT-{args.arch} {args.size}x{args.size} batch {args.batch}, {device}'
+          f'{", bf16 autocast" if args.amp else ""}, median of {args.repeats} interleaved '
+          f'repeats after {args.warmup} warm-up rounds')
+    print('| scheme | forward ms | × NoPE | fwd+bwd ms | × NoPE |')
+    print('|---|---:|---:|---:|---:|')
+    for r in rows:
+        print(f"| {r['scheme']} | {r['forward_ms']:.1f} | {r['forward_ratio']:.3f} | "
+              f"{r['train_ms']:.1f} | {r['train_ratio']:.3f} |")
+    if args.csv:
+        with open(args.csv, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == '__main__':
+    main()
