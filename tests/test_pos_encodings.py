@@ -112,6 +112,17 @@ def test_logit_terms_depend_only_on_offset(scheme):
     assert term.std() > 0.1
 
 
+def test_relative_bias_layout_matches_the_swin_beit_index():
+    from timm.layers import gen_relative_position_index
+    pe = build_pos_encoding(dict(type='RelPosBias'), embed_dim=32, num_heads=4, depth=1,
+                            pretrain_grid=(5, 7))
+    pe.tables['0'].data.normal_()
+    state = pe.prepare((5, 7), torch.device('cpu'), torch.float32)
+    bias, _ = pe.logit_terms(0, (5, 7), state, 0)
+    index = gen_relative_position_index((5, 7))
+    torch.testing.assert_close(bias, pe.tables['0'][index].permute(2, 0, 1))
+
+
 @pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed'])
 def test_rope_scores_depend_only_on_offset(scheme):
     pe = build_pos_encoding(dict(type=scheme), embed_dim=32, num_heads=2, depth=2,

@@ -142,23 +142,26 @@ def pad_prefix(table: Tensor, num_prefix: int, value: float) -> Tensor:
 
 
 @lru_cache(maxsize=32)
-def relative_offsets(grid: Grid, device: torch.device) -> Tuple[Tensor, Tensor]:
-    """All distinct 2D offsets of a grid and, per token pair, which one applies.
-
-    Returns:
-        offsets: ((2H-1)(2W-1), 2) float (dx, dy) = key minus query, in
-            patches (SP-ViT's channel order), row-major over dy then dx.
-        index: (N, N) long, ``index[i, j]`` = row of ``offsets`` for query i
-            and key j.
-    """
+def relative_offsets(grid: Grid, device: torch.device) -> Tensor:
+    """All distinct 2D offsets of an H x W grid: ((2H-1)(2W-1), 2) float (dx, dy),
+    row-major over dy then dx, from -(H-1) to H-1 (memoised; read-only)."""
     h, w = grid
-    dy = torch.arange(-(h - 1), h, device=device)
-    dx = torch.arange(-(w - 1), w, device=device)
-    grid_dy, grid_dx = torch.meshgrid(dy, dx, indexing='ij')
-    offsets = torch.stack([grid_dx, grid_dy], -1).reshape(-1, 2)
-    ys, xs = torch.meshgrid(torch.arange(h, device=device),
-                            torch.arange(w, device=device), indexing='ij')
-    ys, xs = ys.flatten(), xs.flatten()
-    rel_y = ys[None, :] - ys[:, None] + h - 1
-    rel_x = xs[None, :] - xs[:, None] + w - 1
-    return offsets.float(), rel_y * (2 * w - 1) + rel_x
+    dy, dx = torch.meshgrid(torch.arange(-(h - 1), h, device=device),
+                            torch.arange(-(w - 1), w, device=device), indexing='ij')
+    return torch.stack([dx, dy], -1).reshape(-1, 2).float()
+
+
+def expand_relative_table(table: Tensor, grid: Grid, key_minus_query: bool) -> Tensor:
+    """(heads, 2H-1, 2W-1) table over offsets -> (heads, N, N) over token pairs.
+
+    Entry (i, j) is the table at offset ``pos_j - pos_i`` (key minus query) or
+    ``pos_i - pos_j`` (Swin/BEiT), with the table's row/col 0 at offset -(H-1)/-(W-1).
+    Two ``unfold``s give every query its H x W window of the table as a view,
+    so there is no (N, N) index gather and its scatter-add backward.
+    """
+    heads, h, w = table.shape[0], grid[0], grid[1]
+    # windows[:, r, s, a, b] = table[:, r + a, s + b]
+    windows = table.unfold(1, h, 1).unfold(2, w, 1)
+    # key - query: r = H-1-y_i, a = y_j; query - key: r = y_i, a = H-1-y_j
+    windows = windows.flip(1, 2) if key_minus_query else windows.flip(3, 4)
+    return windows.reshape(heads, h * w, h * w)

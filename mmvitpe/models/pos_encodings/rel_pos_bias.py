@@ -5,7 +5,7 @@ h x w attention grid is added to the scaled logits:
 
     A = softmax(q k^T / sqrt(d) + B[idx(i, j)])
 
-with the Swin/BEiT index ``idx`` (query minus key; ``timm``'s
+with the Swin/BEiT layout (offset = query minus key, as ``timm``'s
 ``gen_relative_position_index``), so BEiT/Swin tables load as they are. The
 table is stored for ``table_grid`` (default: the pretraining grid, which is also
 ViT-Adapter's 14x14 window); another attention grid (a window or the whole
@@ -18,11 +18,10 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import gen_relative_position_index
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
-from .base import Grid, PEState, PositionalEncoding, pad_prefix
+from .base import Grid, PEState, PositionalEncoding, expand_relative_table, pad_prefix
 
 
 @POS_ENCODINGS.register_module()
@@ -47,14 +46,11 @@ class RelPosBias(PositionalEncoding):
 
     def _bias(self, table: Tensor, grid: Grid) -> Tensor:
         h, w = self.table_grid
+        table = table.t().reshape(self.num_heads, 2 * h - 1, 2 * w - 1)
         if tuple(grid) != self.table_grid:
-            table = F.interpolate(
-                table.t().reshape(1, self.num_heads, 2 * h - 1, 2 * w - 1),
-                size=(2 * grid[0] - 1, 2 * grid[1] - 1), mode='bicubic',
-                align_corners=False).reshape(self.num_heads, -1).t()
-        index = gen_relative_position_index(tuple(grid), device=table.device)
-        n = grid[0] * grid[1]
-        return table[index.view(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
+            table = F.interpolate(table[None], size=(2 * grid[0] - 1, 2 * grid[1] - 1),
+                                  mode='bicubic', align_corners=False)[0]
+        return expand_relative_table(table, grid, key_minus_query=False)
 
     def logit_terms(self, block: int, attn_grid: Grid, state: PEState, num_prefix: int):
         if block not in self.blocks:

@@ -64,5 +64,7 @@ class RotaryPE(PositionalEncoding):
         n = self.num_prefix_tokens
 
         def rot(t: Tensor) -> Tensor:
+            if n == 0:
+                return apply_rot_embed_cat(t, emb)
             return torch.cat([t[:, :, :n], apply_rot_embed_cat(t[:, :, n:], emb)], dim=2)
         return rot(q), rot(k)

@@ -14,7 +14,8 @@ official code uses hidden = head_dim per head; the paper's ablation prefers 32.
 
 Memory: the MLP runs on the (2h-1)(2w-1) distinct offsets only and the result is
 gathered to (heads, N, N); the official code's (N, N, hidden) activation (12.9 GB
-per layer at a 64x64 grid for ViT-Ti) is never built. Because SP multiplies the
+per layer at a 64x64 grid for ViT-Ti) is never built, nor an (N, N) index.
+Because SP multiplies the
 logits, attention cannot use the fused SDPA kernel in these blocks.
 Prefix tokens get SP = 1 (the official model adds its class token only after the
 SP-SA blocks). Native at any grid: the MLP extrapolates to unseen offsets.
@@ -26,7 +27,8 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
-from .base import Grid, PEState, PositionalEncoding, pad_prefix, relative_offsets
+from .base import (Grid, PEState, PositionalEncoding, expand_relative_table, pad_prefix,
+                   relative_offsets)
 
 
 class SpatialPriorMLP(nn.Module):
@@ -68,10 +70,10 @@ class SPSA(PositionalEncoding):
     def prior(self, block: int, attn_grid: Grid) -> Tensor:
         """(heads, N, N) multiplicative prior of one block over an attention grid."""
         mlp = self.priors[str(block)]
-        offsets, index = relative_offsets(tuple(attn_grid), mlp.b2.device)
-        table = mlp(offsets.to(mlp.b2.dtype))
-        n = index.shape[0]
-        return table[:, index.view(-1)].view(self.num_heads, n, n)
+        h, w = attn_grid
+        table = mlp(relative_offsets(tuple(attn_grid), mlp.b2.device).to(mlp.b2.dtype))
+        return expand_relative_table(table.view(self.num_heads, 2 * h - 1, 2 * w - 1),
+                                     attn_grid, key_minus_query=True)
 
     def logit_terms(self, block: int, attn_grid: Grid, state: PEState, num_prefix: int):
         if block not in self.blocks:

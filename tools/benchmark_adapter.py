@@ -1,0 +1,210 @@
+"""Benchmark ViT-Adapter-T: speed per PE scheme, and against the original code.
+
+Each variant (``ours:<scheme>``, and ``original`` when a checkout or mirror of
+czczup/ViT-Adapter is given) lives in its own worker process: the original
+needs import shims for its mmcv 1.x / mmdet 2.x imports that cannot share a
+process with mmcv 2.x. The driver interleaves the workers (A B C A B C ...)
+after a warm-up, so every variant sees the same machine state, and reports
+medians and ratios to the first variant measured in the same run.
+
+Speed: forward and forward+backward at --size (default 512, batch 2), train mode.
+Memory: one training step at --memory-size (default 1024, batch 1) in a fresh
+process per variant; peak RSS growth over the idle process on CPU, or
+``torch.cuda.max_memory_allocated`` on CUDA.
+
+``original`` and ``ours:LearnedPE`` run on identical weights: the original's
+random weights are converted with :func:`convert_vit_adapter_backbone`. Both
+use the segmentation layout (UperNet configs: all-global attention,
+per-stage ViT features) unless --layout det (window 14, blocks 2/5/8/11 global).
+
+Usage:
+    python tools/benchmark_adapter.py [--original /path/to/ViT-Adapter]
+        [--schemes LearnedPE MPVG ...] [--repeats 5] [--device cpu|cuda] [--csv out.csv]
+"""
+import argparse
+import csv
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DET_WINDOWS = [14, 14, 0] * 4  # original detection configs: blocks 2, 5, 8, 11 global
+
+
+def original_config(layout: str) -> dict:
+    windowed = layout == 'det'
+    return dict(pretrain_size=224, img_size=224, patch_size=16, embed_dim=192, depth=12,
+                num_heads=3, mlp_ratio=4, conv_inplane=64, n_points=4, deform_num_heads=6,
+                init_values=0., interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]],
+                with_cffn=True, cffn_ratio=0.25, deform_ratio=1.0, add_vit_feature=True,
+                use_extra_extractor=True, drop_path_rate=0.1,
+                window_attn=[bool(w) for w in DET_WINDOWS] if windowed else [False] * 12,
+                window_size=[w or None for w in DET_WINDOWS] if windowed else [None] * 12)
+
+
+def build_original(repo: str, layout: str):
+    sys.path.insert(0, os.path.join(HERE, 'golden'))
+    import make_vit_adapter_fixtures as golden  # runs the original code, unmodified
+    tmp = tempfile.mkdtemp(prefix='vit_adapter_original_')
+    golden.install_shims(tmp)
+    golden.write_tree(tmp, repo, 'HEAD')
+    model, _ = golden.build(layout, original_config(layout))
+    return model
+
+
+def build_ours(scheme: str, layout: str, weights: str):
+    import mmvitpe  # noqa: F401
+    from mmvitpe.models import ViTAdapter
+    from mmvitpe.weights import convert_vit_adapter_backbone
+    model = ViTAdapter(preset='tiny', pos_embed=dict(type=scheme),
+                       window_size=DET_WINDOWS if layout == 'det' else 0,
+                       vit_feature_mode='last' if layout == 'det' else 'per_stage')
+    if weights and scheme == 'LearnedPE':
+        state, _ = convert_vit_adapter_backbone(torch.load(weights, weights_only=True), model)
+        model.load_state_dict(state)
+    return model
+
+
+def current_rss_kb() -> int:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 1024
+
+
+def step(model, img, backward: bool, device: str) -> float:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    if backward:
+        sum(o.float().mean() for o in model(img)).backward()
+        model.zero_grad(set_to_none=True)
+    else:
+        with torch.no_grad():
+            model(img)
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def worker(args) -> None:
+    """Serve timing requests on stdin ('fwd' / 'train'), or measure memory once."""
+    torch.manual_seed(0)
+    if args.variant == 'original':
+        model = build_original(args.original, args.layout)
+        if args.save_weights:
+            torch.save(model.state_dict(), args.save_weights)
+    else:
+        model = build_ours(args.variant.split(':', 1)[1], args.layout, args.load_weights)
+    model = model.to(args.device).train()
+    if args.memory:
+        img = torch.randn(1, 3, args.memory_size, args.memory_size, device=args.device)
+        idle = current_rss_kb()
+        step(model, img, True, args.device)
+        if args.device == 'cuda':
+            print(torch.cuda.max_memory_allocated() / 2**20, flush=True)
+        else:
+            print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - idle) / 1024, flush=True)
+        return
+    img = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    print('ready', flush=True)
+    for line in sys.stdin:
+        print(step(model, img, line.strip() == 'train', args.device), flush=True)
+
+
+def spawn(variant: str, args, extra=()) -> subprocess.Popen:
+    cmd = [sys.executable, os.path.abspath(__file__), '--worker', variant, '--layout',
+           args.layout, '--device', args.device, '--size', str(args.size), '--batch',
+           str(args.batch), '--memory-size', str(args.memory_size), *extra]
+    if args.original:
+        cmd += ['--original', args.original]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--original', help='checkout or bare git mirror of czczup/ViT-Adapter')
+    parser.add_argument('--schemes', nargs='+', default=['LearnedPE', 'MPVG', 'RoPEMixed',
+                                                         'RelPosBias', 'PEG', 'SPSA'])
+    parser.add_argument('--layout', choices=['seg', 'det'], default='seg')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--size', type=int, default=512)
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--memory-size', type=int, default=1024)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--csv')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    parser.add_argument('--memory', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--save-weights', help=argparse.SUPPRESS)
+    parser.add_argument('--load-weights', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        args.variant = args.worker
+        return worker(args)
+
+    from mmengine.utils import ProgressBar
+    variants = (['original'] if args.original else []) + [f'ours:{s}' for s in args.schemes]
+    weights = os.path.join(tempfile.mkdtemp(), 'original.pth')
+    workers = {}
+    for v in variants:  # the original first: it writes the weights ours:LearnedPE loads
+        extra = (['--save-weights', weights] if v == 'original' else
+                 ['--load-weights', weights] if args.original else [])
+        workers[v] = spawn(v, args, extra)
+        assert workers[v].stdout.readline().strip() == 'ready', f'{v} failed to start'
+    times = {(v, m): [] for v in variants for m in ('fwd', 'train')}
+    progress = ProgressBar(args.warmup + args.repeats)
+    for round_ in range(args.warmup + args.repeats):
+        for mode in ('fwd', 'train'):
+            for v in variants:
+                workers[v].stdin.write(mode + '\n')
+                workers[v].stdin.flush()
+                t = float(workers[v].stdout.readline())
+                if round_ >= args.warmup:
+                    times[v, mode].append(t)
+        progress.update()
+    for w in workers.values():
+        w.stdin.close()
+        w.wait()
+    memory = {}
+    if not args.no_memory:
+        for v in variants:
+            extra = ['--memory'] + (['--load-weights', weights] if args.original else [])
+            out = spawn(v, args, extra).communicate()[0]
+            memory[v] = float(out.strip().splitlines()[-1])
+
+    base = variants[0]
+    med = {k: statistics.median(t) for k, t in times.items()}
+    device = torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'
+    print(f'\nViT-Adapter-T ({args.layout} layout), {device}; speed: {args.size}x{args.size} '
+          f'batch {args.batch}, median of {args.repeats} interleaved repeats; memory: one '
+          f'training step at {args.memory_size}x{args.memory_size} batch 1')
+    print(f'| variant | fwd ms | fwd × {base} | fwd+bwd ms | fwd+bwd × {base} | '
+          f'train memory MiB | memory × {base} |')
+    print('|---|---:|---:|---:|---:|---:|---:|')
+    rows = []
+    for v in variants:
+        row = dict(variant=v, fwd_ms=1e3 * med[v, 'fwd'],
+                   fwd_ratio=med[v, 'fwd'] / med[base, 'fwd'],
+                   train_ms=1e3 * med[v, 'train'],
+                   train_ratio=med[v, 'train'] / med[base, 'train'],
+                   memory_mib=memory.get(v, float('nan')),
+                   memory_ratio=memory.get(v, float('nan')) / memory.get(base, float('nan')))
+        rows.append(row)
+        print(f"| {v} | {row['fwd_ms']:.0f} | {row['fwd_ratio']:.2f} | {row['train_ms']:.0f} | "
+              f"{row['train_ratio']:.2f} | {row['memory_mib']:.0f} | {row['memory_ratio']:.2f} |")
+    if args.csv:
+        with open(args.csv, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == '__main__':
+    main()
