@@ -9,6 +9,7 @@ global namespace that mmdet and mmseg share (see docs: registration).
 so a backbone built under the mmdet or mmseg default scope still finds
 ``pos_embed=dict(type='LaPE')``.
 """
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import \
     OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
@@ -19,5 +20,7 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmvitpe',
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
     scope='mmvitpe', locations=['mmvitpe.engine'])
+MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmvitpe',
+                          locations=['mmvitpe.engine'])
 POS_ENCODINGS = Registry('positional encoding', scope='mmvitpe',
                          locations=['mmvitpe.models.pos_encodings'])

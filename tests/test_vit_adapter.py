@@ -248,7 +248,7 @@ def test_converted_original_weights_reproduce_the_original_outputs(layout, mode)
     """Golden outputs of czczup/ViT-Adapter (tools/golden/make_vit_adapter_fixtures.py)."""
     import os
     from conftest import FIXTURES
-    from mmvitpe.weights import convert_vit_adapter_backbone
+    from mmvitpe.weights import load_pretrained
     g = torch.load(os.path.join(FIXTURES, 'golden', f'vit_adapter_{layout}.pt'),
                    weights_only=True)
     cfg = g['config']
@@ -259,8 +259,8 @@ def test_converted_original_weights_reproduce_the_original_outputs(layout, mode)
         deform_ratio=cfg['deform_ratio'], interaction_indexes=cfg['interaction_indexes'],
         cffn_ratio=cfg['cffn_ratio'], drop_path_rate=0., window_size=cfg['window_size'],
         vit_feature_mode=mode).eval()
-    state, dropped = convert_vit_adapter_backbone(g['state_dict'], model)
-    model.load_state_dict(state, strict=True)
+    report = load_pretrained(model, g['state_dict'], strict=True)
+    assert not report.new and report.resized == {'pe.table.weight': '(1, 17, 32) -> (1, 16, 32)'}
     with torch.no_grad():
         outs = model(g['img'])
     for ours, ref in zip(outs, g['outs']):
@@ -273,20 +273,10 @@ def test_converted_original_weights_reproduce_the_original_outputs(layout, mode)
         assert (model(g['img'])[0] - g['outs'][0]).abs().max() > 1e-2
 
 
-def test_conversion_reports_unknown_keys_and_fits_the_position_table():
-    from mmvitpe.weights import convert_vit_adapter_backbone
+def test_position_table_fit_keeps_every_patch_position():
     model = adapter(embed_dim=32, num_heads=2, deform_num_heads=2, conv_inplane=8)
-    source = {'pos_embed': torch.randn(1, 1 + 8 * 8, 32), 'cls_token': torch.zeros(1, 1, 32),
-              'blocks.0.gamma1': torch.ones(32), 'spm.stem.1.running_mean': torch.zeros(8),
-              'head.weight': torch.zeros(3)}
-    with pytest.raises(KeyError, match=r"\['head.weight'\]"):
-        convert_vit_adapter_backbone(source, model)
-    del source['head.weight']
-    state, dropped = convert_vit_adapter_backbone(source, model)
-    assert dropped == ['cls_token']
-    assert state['pe.table.weight'].shape == (1, 16, 32)  # 8x8 (+cls) -> the 4x4 pretrain grid
-    assert set(state) == {'pe.table.weight', 'blocks.0.ls1.gamma', 'spm.stem.0.bn.running_mean'}
-    # a table without a class slot keeps every patch position
+    with_slot = torch.randn(1, 1 + 8 * 8, 32)
+    assert model.pe.table.fit_checkpoint(with_slot).shape == (1, 16, 32)  # 8x8+cls -> 4x4
     exact = torch.randn(1, 16, 32)
     torch.testing.assert_close(model.pe.table.fit_checkpoint(exact), exact)
     with pytest.raises(ValueError, match='neither a square grid'):

@@ -11,7 +11,9 @@ Policy (applied once, when ``mmvitpe`` is imported):
 * ``weights_only=True`` stays the default for every file: a pickle that
   carries code or names any other global is refused.
 * The data-only types of mmengine checkpoints are added to torch's allowlist:
-  ``HistoryBuffer`` and numpy's array/scalar/dtype reconstructors.
+  ``HistoryBuffer`` and numpy's array/scalar/dtype reconstructors; so is
+  ``argparse.Namespace``, which timm's train.py stores as ``args`` in its
+  checkpoints (an attribute container, no code).
 * ``builtins.getattr`` is NOT allowlisted (it would let a pickle reach any
   attribute). Its name is mapped to :func:`history_buffer_method`, which only
   resolves the statistic methods of ``HistoryBuffer`` and refuses anything else.
@@ -20,6 +22,8 @@ Nothing here calls ``torch.load(weights_only=False)``. To load a checkpoint you
 trust that needs more (e.g. one pickling custom classes), load it yourself with
 ``weights_only=False`` and save its tensors again.
 """
+import argparse
+
 import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
@@ -42,6 +46,7 @@ def mmengine_checkpoint_globals() -> list:
     dtype_classes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith('DType')]
     return [
         HistoryBuffer,
+        argparse.Namespace,
         _numpy_core.multiarray._reconstruct,
         _numpy_core.multiarray.scalar,
         np.ndarray,

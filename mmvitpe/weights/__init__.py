@@ -1,4 +1,5 @@
-"""Bringing weights of other codebases into mmvitpe models."""
-from .vit_adapter import convert_vit_adapter_backbone
+"""Bringing released weights into mmvitpe models (see transfer.py)."""
+from .reader import CheckpointError, read_state_dict
+from .transfer import LoadReport, load_pretrained, remap
 
-__all__ = ['convert_vit_adapter_backbone']
+__all__ = ['CheckpointError', 'read_state_dict', 'LoadReport', 'load_pretrained', 'remap']

@@ -101,6 +101,22 @@ class PositionalEncoding(BaseModule):
     def final(self, x: Tensor, state: PEState) -> Tensor:
         return x
 
+    # ---- weight transfer ---------------------------------------------------
+    def convert_foreign(self, key: str, value: Tensor) -> Optional[Dict[str, Tensor]]:
+        """Translate a positional tensor of another codebase into this scheme.
+
+        Args:
+            key: The source key relative to the ViT, e.g. ``pos_embed`` or
+                ``blocks.3.pe_norm.weight`` (see ``weights/transfer.py``).
+            value: The source tensor.
+
+        Returns:
+            ``{key relative to this module: tensor}`` (resized if needed), or
+            None when this scheme has no use for the tensor (it is then
+            reported as dropped).
+        """
+        return None
+
     # ---- helpers shared by the schemes ------------------------------------
     def _block_set(self, blocks: Optional[Sequence[int]], name: str) -> frozenset:
         """Validate a user's block list; None means every block."""

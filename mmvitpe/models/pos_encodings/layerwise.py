@@ -13,6 +13,7 @@ cached per grid in inference). The three schemes differ in which blocks receive
 PE, whether ``pos`` is also added to the input, and whether a last LayerNorm of
 ``pos`` is added after the final norm: see lape.py, pvg.py, mpvg.py.
 """
+import re
 from typing import Optional, Sequence
 
 from torch import Tensor, nn
@@ -74,6 +75,15 @@ class LayerwisePE(PositionalEncoding):
     def attention_input(self, x: Tensor, block: int, state: PEState) -> Tensor:
         pos = state.tensors.get(block)
         return x if pos is None else self._add(x, pos)
+
+    def convert_foreign(self, key, value):
+        """``pos_embed`` (any ViT) and LaPE's per-block ``blocks.<i>.pe_norm.*``."""
+        if key == 'pos_embed':
+            return {'table.weight': self.table.fit_checkpoint(value)}
+        m = re.match(r'^blocks\.(\d+)\.pe_norm\.(weight|bias)$', key)
+        if m and int(m.group(1)) in self.blocks:
+            return {f'norms.{m.group(1)}.{m.group(2)}': value}
+        return None
 
     def final(self, x: Tensor, state: PEState) -> Tensor:
         if self.last_norm_layer is None:

@@ -131,3 +131,7 @@ class LearnedPE(PositionalEncoding):
     def embed(self, x: Tensor, state: PEState) -> Tensor:
         return add_to_tokens(x, state.tensors['pos'], self.num_prefix_tokens,
                              self.table.num_slots)
+
+    def convert_foreign(self, key, value):
+        """timm/DeiT/ViT-Adapter ``pos_embed``: class slot by length, grid resized."""
+        return {'table.weight': self.table.fit_checkpoint(value)} if key == 'pos_embed' else None

@@ -11,6 +11,7 @@ reference implementation), initialised as Twins does: N(0, sqrt(2 / fan_out)),
 fan_out = 9, bias 0. Prefix tokens bypass the conv.
 """
 import math
+import re
 from typing import Sequence
 
 import torch
@@ -39,6 +40,13 @@ class PEG(PositionalEncoding):
         for conv in self.convs.values():
             nn.init.normal_(conv.proj[0].weight, 0, math.sqrt(2.0 / 9))
             nn.init.zeros_(conv.proj[0].bias)
+
+    def convert_foreign(self, key, value):
+        """CPVT/Twins ``pos_block.<k>.proj.0.*``: the k-th PEG (in block order)."""
+        m = re.match(r'^pos_block\.(\d+)\.proj\.0\.(weight|bias)$', key)
+        if m and int(m.group(1)) < len(self.blocks):
+            return {f'convs.{self.blocks[int(m.group(1))]}.proj.0.{m.group(2)}': value}
+        return None
 
     def after_block(self, x: Tensor, block: int, state: PEState) -> Tensor:
         conv = self.convs[str(block)] if block in self.blocks else None

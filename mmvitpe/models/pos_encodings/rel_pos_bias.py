@@ -14,6 +14,8 @@ start at zero, so adding the scheme to a pretrained ViT changes nothing at
 step 0. Prefix tokens get zero bias. Works with windowed attention: the grid is
 the window's.
 """
+import math
+import re
 from typing import Optional, Sequence
 
 import torch
@@ -51,6 +53,31 @@ class RelPosBias(PositionalEncoding):
             table = F.interpolate(table[None], size=(2 * grid[0] - 1, 2 * grid[1] - 1),
                                   mode='bicubic', align_corners=False)[0]
         return expand_relative_table(table, grid, key_minus_query=False)
+
+    def _fit_table(self, table: Tensor) -> Tensor:
+        """A square Swin/BEiT table ((2s-1)^2 [+3 class entries], heads) -> ours."""
+        length = table.shape[0]
+        for extra in (0, 3):
+            side = math.isqrt(length - extra)
+            if side * side == length - extra and side % 2 == 1:
+                break
+        else:
+            raise ValueError(f'relative position table of length {length} is not a square '
+                             '(2s-1)^2 grid, with or without 3 class-token entries')
+        grid = table[:length - extra].t().reshape(1, self.num_heads, side, side)
+        h, w = self.table_grid
+        grid = F.interpolate(grid, size=(2 * h - 1, 2 * w - 1), mode='bicubic',
+                             align_corners=False)
+        return grid.reshape(self.num_heads, -1).t()
+
+    def convert_foreign(self, key, value):
+        """BEiT/Swin tables: per block, or BEiT's shared one copied to every block."""
+        if key == 'rel_pos_bias.relative_position_bias_table':
+            return {f'tables.{b}': self._fit_table(value) for b in self.blocks}
+        m = re.match(r'^blocks\.(\d+)\.attn\.relative_position_bias_table$', key)
+        if m and int(m.group(1)) in self.blocks:
+            return {f'tables.{m.group(1)}': self._fit_table(value)}
+        return None
 
     def logit_terms(self, block: int, attn_grid: Grid, state: PEState, num_prefix: int):
         if block not in self.blocks:

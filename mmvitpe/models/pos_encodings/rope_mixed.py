@@ -30,5 +30,11 @@ class RoPEMixed(RotaryPE):
         self.freqs = nn.Parameter(init_random_2d_freqs(
             self.head_dim, self.depth, self.num_heads, temperature=theta))
 
+    def convert_foreign(self, key, value):
+        """rope-vit ``freqs`` (2, depth, heads * d/2) or timm's (2, depth, heads, d/2)."""
+        if key != 'freqs' or value.numel() != self.freqs.numel():
+            return None
+        return {'freqs': value.reshape(self.freqs.shape)}
+
     def frequencies(self) -> Tensor:
         return self.freqs

@@ -20,6 +20,7 @@ logits, attention cannot use the fused SDPA kernel in these blocks.
 Prefix tokens get SP = 1 (the official model adds its class token only after the
 SP-SA blocks). Native at any grid: the MLP extrapolates to unseen offsets.
 """
+import re
 from typing import Optional, Sequence
 
 import torch
@@ -66,6 +67,16 @@ class SPSA(PositionalEncoding):
         self.hidden = hidden or self.embed_dim // self.num_heads
         self.priors = nn.ModuleDict({str(b): SpatialPriorMLP(self.num_heads, self.hidden)
                                      for b in self.blocks})
+
+    def convert_foreign(self, key, value):
+        """Official SP-ViT ``blocks.<i>.attn.{w1.*, w2 (D, 1), b2}``."""
+        m = re.match(r'^blocks\.(\d+)\.attn\.(w1\.weight|w1\.bias|w2|b2)$', key)
+        if not m or int(m.group(1)) not in self.blocks:
+            return None
+        name = m.group(2)
+        if name == 'w2':
+            value = value.reshape(self.num_heads, -1)
+        return {f'priors.{m.group(1)}.{name}': value}
 
     def prior(self, block: int, attn_grid: Grid) -> Tensor:
         """(heads, N, N) multiplicative prior of one block over an attention grid."""

@@ -8,12 +8,15 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from timm.layers import PatchEmbed
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
+from mmvitpe.weights.reader import read_state_dict
+from mmvitpe.weights.transfer import load_pretrained, remap
 from ..pos_encodings import Grid, PEState, build_pos_encoding
 from .block import Block
 
@@ -85,7 +88,11 @@ class PEViT(BaseModule):
         with_cp: Gradient checkpointing per block.
         final_norm: Apply the final LayerNorm (and the PE's final site).
         norm_eps: LayerNorm eps.
-        init_cfg: mmengine initialisation config.
+        init_cfg: mmengine initialisation config. ``dict(type='Pretrained',
+            checkpoint=PATH, prefix=None, strict=True)`` loads released weights
+            of any supported layout and PE scheme (see ``mmvitpe.weights``)
+            when ``init_weights()`` runs, never in ``__init__``; ``strict``
+            fails on anything the load report cannot explain.
     """
 
     def __init__(self,
@@ -154,6 +161,8 @@ class PEViT(BaseModule):
         self.norm = nn.LayerNorm(self.embed_dim, eps=norm_eps) if final_norm else None
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes else None
 
+        # foreign checkpoints arriving through load_state_dict (load_from, resume)
+        self._register_load_state_dict_pre_hook(self._adopt_foreign_keys)
         self.blocks.apply(_init_linear_and_norm)
         if self.head is not None:
             _init_linear_and_norm(self.head)
@@ -173,6 +182,39 @@ class PEViT(BaseModule):
         if window_block_indexes and window_size <= 0:
             raise ValueError('window_block_indexes is set but window_size is not positive')
         return [window_size if i in set(window_block_indexes) else 0 for i in range(self.depth)]
+
+    # ---- weights ----------------------------------------------------------------
+    def init_weights(self) -> None:
+        """Load ``init_cfg`` Pretrained weights through the transfer report."""
+        cfg = self.init_cfg
+        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+            return super().init_weights()
+        unknown = set(cfg) - {'type', 'checkpoint', 'prefix', 'strict', 'map_location'}
+        if unknown:
+            raise ValueError(f'init_cfg Pretrained: unknown keys {sorted(unknown)}; valid: '
+                             "checkpoint, prefix, strict, map_location")
+        state = read_state_dict(cfg['checkpoint'])
+        prefix = cfg.get('prefix') or ('backbone.' if any(k.startswith('backbone.')
+                                                         for k in state) else '')
+        if prefix:
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not state:
+                raise KeyError(f'{cfg["checkpoint"]}: no keys start with prefix {prefix!r}')
+        report = load_pretrained(self, state, strict=cfg.get('strict', True))
+        print_log(f'loaded {cfg["checkpoint"]} into {type(self).__name__} '
+                  f'({type(self.pe).__name__}):\n{report.table()}', logger='current')
+        self._is_init = True
+
+    def _adopt_foreign_keys(self, state_dict, prefix, *args) -> None:
+        """Rename a foreign layout under ``prefix`` in place (no-op for our own)."""
+        own = self.state_dict()
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if all(k[len(prefix):] in own for k in keys):
+            return
+        mapped, report = remap({k[len(prefix):]: state_dict.pop(k) for k in keys}, self)
+        state_dict.update({prefix + k: v for k, v in mapped.items()})
+        print_log(f'adopted a foreign checkpoint layout for {type(self).__name__}:\n'
+                  f'{report.table()}', logger='current')
 
     # ---- the stages, usable one by one by the dense backbones ----------------
     def embed(self, img: Tensor) -> Tuple[Tensor, PEState]:

@@ -1,0 +1,54 @@
+# Demo: the real ViT-Adapter-T (MPVG) Mask R-CNN config, trained from scratch
+# for a few minutes on CPU on the built-in shapes data (tools/make_demo_data.py).
+_base_ = '../vit_adapter_pe/mask-rcnn_vit-adapter-t-mpvg_fpn_3x_coco.py'
+
+data_root = 'data/demo/coco/'
+metainfo = dict(classes=('square', 'circle', 'triangle'),
+                palette=[(220, 20, 60), (0, 128, 255), (60, 200, 60)])
+# Fewer proposals and sampled RoIs than COCO training: mmcv's CPU RoIAlign
+# backward dominates a CPU step otherwise.
+model = dict(
+    backbone=dict(init_cfg=None, drop_path_rate=0.0),
+    roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)),
+    train_cfg=dict(rpn_proposal=dict(nms_pre=600, max_per_img=300),
+                   rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100)))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=(160, 160), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(160, 160), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=4, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_train.json',
+                 data_prefix=dict(img='train/'), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_val.json',
+                 data_prefix=dict(img='val/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+
+max_epochs = 12
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+optim_wrapper = dict(optimizer=dict(lr=4e-4))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=40),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[10], gamma=0.1),
+]
+default_hooks = dict(
+    logger=dict(interval=8),
+    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1, save_best=None))
+randomness = dict(seed=0)

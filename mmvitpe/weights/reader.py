@@ -1,0 +1,71 @@
+"""Read weights from released checkpoint files, safely and with clear errors.
+
+Formats: PyTorch files (``.pth``/``.pt``/``.bin``: a raw state dict, or one
+under ``state_dict`` / ``model`` / ``module``, as mmengine, timm/DeiT and
+others save them) and ``.safetensors``. PyTorch files are always read with
+``weights_only=True`` (see :mod:`mmvitpe.utils.safe_load`): a pickle that would
+run code is refused, and a truncated or foreign file gives a one-line error
+naming the file instead of a traceback from inside torch.
+"""
+import os
+import pickle
+import re
+from typing import Dict
+
+import torch
+from torch import Tensor
+
+CONTAINER_KEYS = ('state_dict', 'model', 'module')
+
+
+class CheckpointError(ValueError):
+    """A file that is not a loadable checkpoint."""
+
+
+def _read_torch(path: str) -> dict:
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r'[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)', str(e))
+        if found or 'refusing getattr' in str(e):
+            name = found.group(1) if found else 'getattr'
+            raise CheckpointError(
+                f'{path}: refused, the file pickles {name!r}, which is code or an object '
+                'rather than tensors; loading it could run arbitrary code. If you trust the '
+                'file, load it yourself with torch.load(weights_only=False) and save its '
+                'state dict again.') from None
+        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({e})') from None
+    except Exception as e:  # noqa: BLE001  torch fails in many ways on foreign bytes
+        first_line = (str(e).splitlines() or [''])[0]
+        raise CheckpointError(f'{path}: truncated or not a PyTorch checkpoint '
+                              f'({type(e).__name__}: {first_line})') from None
+
+
+def _read_safetensors(path: str) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f'{path}: not a valid safetensors file ({e})') from None
+
+
+def read_state_dict(path: str) -> Dict[str, Tensor]:
+    """The tensors of a checkpoint file, unwrapped from its container.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: refused (code in the pickle), truncated, or no tensors.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    obj = _read_safetensors(path) if path.endswith('.safetensors') else _read_torch(path)
+    while isinstance(obj, dict):
+        inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict) or not any(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f'{path}: holds no tensors (a {type(obj).__name__}); expected a '
+                              f'state dict, raw or under one of {list(CONTAINER_KEYS)}')
+    return {re.sub(r'^module\.', '', k): v for k, v in obj.items() if isinstance(v, Tensor)}

@@ -1,0 +1,274 @@
+"""Bringing released weights in: formats, layouts, PE schemes, safety, reports."""
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
+
+from conftest import FIXTURES
+from mmvitpe.models import PEViT, ViTAdapter
+from mmvitpe.weights import CheckpointError, load_pretrained, read_state_dict, remap
+
+FOUR = [[0, 0], [1, 1], [2, 2], [3, 3]]
+
+
+def golden(name):
+    return torch.load(os.path.join(FIXTURES, 'golden', name), weights_only=True)
+
+
+def deit(img_size=64, class_token=True):
+    """A small timm ViT/DeiT (global pool = token with class token, else avg)."""
+    return VisionTransformer(img_size=img_size, patch_size=16, embed_dim=64, depth=4,
+                             num_heads=4, num_classes=10, class_token=class_token,
+                             global_pool='token' if class_token else 'avg', fc_norm=False)
+
+
+def small_adapter(scheme='LearnedPE', **kw):
+    return ViTAdapter(embed_dim=64, depth=4, num_heads=4, deform_num_heads=4, conv_inplane=8,
+                      interaction_indexes=FOUR, pretrain_size=64,
+                      pos_embed=dict(type=scheme), **kw)
+
+
+@pytest.mark.parametrize('fmt', ['model_key', 'raw', 'state_dict_module', 'safetensors'])
+def test_deit_checkpoints_in_every_format_load_through_init_cfg(tmp_path, fmt):
+    src = deit(img_size=96)  # 6x6 pretraining grid + class slot
+    sd = src.state_dict()
+    path = str(tmp_path / ('w.safetensors' if fmt == 'safetensors' else 'w.pth'))
+    if fmt == 'safetensors':
+        save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    else:
+        torch.save({'model_key': {'model': sd}, 'raw': sd,
+                    'state_dict_module': {'state_dict': {'module.' + k: v for k, v in sd.items()}}
+                    }[fmt], path)
+    model = small_adapter(init_cfg=dict(type='Pretrained', checkpoint=path))
+    model.init_weights()
+    torch.testing.assert_close(model.blocks[2].attn.qkv.weight, sd['blocks.2.attn.qkv.weight'])
+    # 36 patch positions (class slot dropped by length) resized to the 4x4 grid
+    assert model.pe.table.weight.shape == (1, 16, 64)
+    assert not torch.equal(model.pe.table.weight, torch.zeros_like(model.pe.table.weight))
+
+
+def test_load_report_explains_every_tensor():
+    sd = deit().state_dict()
+    _, report = remap(sd, small_adapter())
+    assert report.ok
+    assert report.dropped['cls_token'] == 'this model has no class token'
+    assert 'head.weight' in report.dropped and 'norm.weight' in report.dropped
+    assert report.resized == {'pe.table.weight': '(1, 17, 64) -> (1, 16, 64)'}
+    assert any(k.startswith('spm.') for k in report.new)
+    assert 'blocks.0.ls1.gamma' in report.new  # layer scale: not in DeiT, starts at 1
+    table = report.table()
+    for row in ('loaded', 'resized', 'newly initialised', 'dropped', 'unexpected', 'missing'):
+        assert row in table
+
+
+def test_strict_mode_names_unexplained_keys():
+    sd = deit().state_dict()
+    sd['blocks.0.attn.mystery'] = torch.zeros(3)
+    del sd['blocks.1.mlp.fc1.weight']
+    with pytest.raises(KeyError) as err:
+        load_pretrained(small_adapter(), sd, strict=True)
+    assert 'blocks.0.attn.mystery' in str(err.value) and 'blocks.1.mlp.fc1.weight' in str(err.value)
+    report = load_pretrained(small_adapter(), sd, strict=False)
+    assert report.unexpected == ['blocks.0.attn.mystery']
+    assert report.missing == ['blocks.1.mlp.fc1.weight']
+
+
+def test_original_vit_adapter_whole_detector_through_load_from(tmp_path):
+    """mmdet 2.x layout (backbone.*, neck.*, ...) through mmengine's load_checkpoint."""
+    from mmengine.runner import load_checkpoint
+    g = golden('vit_adapter_det.pt')
+    cfg = g['config']
+    backbone = ViTAdapter(
+        embed_dim=32, depth=4, num_heads=2, pretrain_size=64, conv_inplane=8, n_points=2,
+        deform_num_heads=2, interaction_indexes=FOUR, drop_path_rate=0.,
+        window_size=cfg['window_size'])
+
+    class Detector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+            self.neck = torch.nn.Conv2d(32, 8, 1)
+
+    detector = Detector().eval()
+    neck = {'neck.weight': torch.randn(8, 32, 1, 1), 'neck.bias': torch.randn(8)}
+    path = tmp_path / 'mask_rcnn_deit_adapter.pth'
+    torch.save({'state_dict': {**{'backbone.' + k: v for k, v in g['state_dict'].items()},
+                               **neck}, 'meta': {'epoch': 36}}, path)
+    load_checkpoint(detector, str(path), strict=True)
+    torch.testing.assert_close(detector.neck.weight, neck['neck.weight'])
+    with torch.no_grad():
+        for ours, ref in zip(detector.backbone(g['img']), g['outs']):
+            assert (ours - ref).abs().max() < 1e-4
+
+
+def test_lape_checkpoint_reproduces_the_official_block():
+    g = golden('lape_block.pt')
+    state = {f'blocks.0.{k}': v for k, v in g['state_dict'].items()}
+    state['pos_embed'] = g['pos']
+    model = PEViT(embed_dim=32, depth=1, num_heads=4, patch_size=16, pretrain_size=64,
+                  class_token=True, norm_eps=g['ln_eps'], pos_embed=dict(type='LaPE')).eval()
+    state.update({k: v for k, v in model.state_dict().items() if k.startswith(('patch', 'norm',
+                                                                               'cls'))})
+    report = load_pretrained(model, state)
+    assert 'pe.norms.0.weight' in report.loaded
+    with torch.no_grad():
+        pe_state = model.pe.prepare((4, 4), torch.device('cpu'), torch.float32)
+        torch.testing.assert_close(model.forward_blocks(g['x'], pe_state), g['out_x'],
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_sp_vit_checkpoint_reproduces_the_official_attention():
+    g = golden('spvit_sp_sa.pt')
+    state = {f'blocks.0.attn.{k}': v for k, v in g['state_dict'].items()}
+    model = PEViT(embed_dim=32, depth=1, num_heads=4, pretrain_size=80, qkv_bias=False,
+                  pos_embed=dict(type='SPSA')).eval()
+    state.update({k: v for k, v in model.state_dict().items()
+                  if 'attn' not in k and not k.startswith('pe.')})
+    report = load_pretrained(model, state)
+    assert report.ok and 'blocks.0.attn.qkv.weight' in report.loaded
+    with torch.no_grad():
+        pe_state = model.pe.prepare((5, 5), torch.device('cpu'), torch.float32)
+        out = model.blocks[0].attn(g['x'], 0, model.pe, pe_state)
+    torch.testing.assert_close(out, g['out'], atol=1e-5, rtol=1e-4)
+
+
+def test_cpvt_rope_vit_mae_and_beit_layouts():
+    # CPVT / Twins PEG
+    peg = PEViT(embed_dim=32, depth=2, num_heads=4, pos_embed=dict(type='PEG'))
+    conv = {'pos_block.0.proj.0.weight': torch.randn(32, 1, 3, 3),
+            'pos_block.0.proj.0.bias': torch.randn(32)}
+    mapped, _ = remap(conv, peg)
+    assert set(mapped) == {'pe.convs.0.proj.0.weight', 'pe.convs.0.proj.0.bias'}
+    # rope-vit mixed frequencies (2, depth, heads * d/2)
+    rope = PEViT(embed_dim=32, depth=1, num_heads=2, pos_embed=dict(type='RoPEMixed'))
+    freqs = golden('ropevit.pt')['mixed_freqs']  # (2, heads, d/2) for one block
+    mapped, _ = remap({'freqs': freqs.reshape(2, 1, -1)}, rope)
+    torch.testing.assert_close(mapped['pe.freqs'][:, 0], freqs)
+    # MAE: fixed sin-cos is regenerated, the stored table is dropped with a reason
+    mae = PEViT(embed_dim=32, depth=1, num_heads=4, pos_embed=dict(type='SinCosPE'))
+    _, report = remap({'pos_embed': golden('mae_sincos.pt')['pos'][None]}, mae)
+    assert 'SinCosPE does not use' in report.dropped['pos_embed']
+    # BEiT: shared table (+3 class entries) for a 14x14 grid -> every block, resized
+    beit = PEViT(embed_dim=32, depth=2, num_heads=4, pretrain_size=112,
+                 pos_embed=dict(type='RelPosBias'))
+    shared = torch.randn(27 * 27 + 3, 4)
+    mapped, report = remap({'rel_pos_bias.relative_position_bias_table': shared,
+                            'blocks.0.attn.relative_position_index': torch.zeros(1)}, beit)
+    assert mapped['pe.tables.0'].shape == mapped['pe.tables.1'].shape == (13 * 13, 4)  # 7x7 grid
+    assert 'blocks.0.attn.relative_position_index' in report.dropped
+
+
+@pytest.mark.parametrize('target', ['LaPE', 'RoPEAxial', 'RelPosBias', 'SPSA'])
+def test_scheme_conversion_from_learned_pe(target):
+    """DeiT (learned PE) -> another scheme: shared tensors load, the rest is explained."""
+    sd = deit(class_token=False).state_dict()
+    model = small_adapter(target)
+    report = load_pretrained(model, sd, strict=True)
+    own = [k for k in model.state_dict() if k.startswith('pe.')]
+    if target == 'LaPE':
+        assert 'pe.table.weight' in report.loaded
+        assert all(k in report.new for k in own if k.startswith('pe.norms'))
+    else:
+        assert 'pos_embed' in report.dropped
+        assert all(k in report.new for k in own)
+
+
+def test_neutral_schemes_start_from_deit_unchanged():
+    """RelPosBias/SPSA initialise neutral: DeiT -> scheme == DeiT -> NoPE."""
+    sd = deit(class_token=False).state_dict()
+    outputs = []
+    for scheme in ('NoPE', 'RelPosBias', 'SPSA'):
+        model = small_adapter(scheme).eval()
+        torch.manual_seed(0)
+        load_pretrained(model, sd)
+        x, state = model.embed(torch.randn(1, 3, 64, 80, generator=torch.Generator().manual_seed(1)))
+        with torch.no_grad():
+            outputs.append(model.forward_blocks(x, state))
+    torch.testing.assert_close(outputs[1], outputs[0])
+    torch.testing.assert_close(outputs[2], outputs[0])
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ('echo pwned',))
+
+
+def test_unsafe_truncated_and_foreign_files_give_clear_errors(tmp_path):
+    evil = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1)}, 'x': _RunsCode()}, evil)
+    with pytest.raises(CheckpointError, match=r"refused, the file pickles '(posix|os)\.system'"):
+        read_state_dict(str(evil))
+    good = tmp_path / 'good.pth'
+    torch.save({'w': torch.zeros(100)}, good)
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match='truncated or not a PyTorch checkpoint'):
+        read_state_dict(str(truncated))
+    text = tmp_path / 'notes.pth'
+    text.write_text('these are not weights')
+    with pytest.raises(CheckpointError, match='notes.pth'):
+        read_state_dict(str(text))
+    empty = tmp_path / 'empty.pth'
+    torch.save({'epoch': 3}, empty)
+    with pytest.raises(CheckpointError, match='holds no tensors'):
+        read_state_dict(str(empty))
+    bad_st = tmp_path / 'bad.safetensors'
+    bad_st.write_bytes(b'\x00' * 16)
+    with pytest.raises(CheckpointError, match='not a valid safetensors file'):
+        read_state_dict(str(bad_st))
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        read_state_dict(str(tmp_path / 'missing.pth'))
+    assert not os.path.exists('pwned')
+
+
+def test_timm_pretrained_scheme_round_trips_into_vit_adapter(tmp_path):
+    """timm model with MPVG -> timm-format checkpoint -> ViT-Adapter with MPVG: same ViT features."""
+    import argparse
+    import timm
+    model = timm.create_model('deit_tiny_mpvg_patch16_224', num_classes=10).eval()
+    for p in model.pe.parameters():  # trained-looking PE parameters, not the init
+        p.data.add_(torch.randn_like(p) * 0.1)
+    path = tmp_path / 'model_best.pth.tar'  # as timm's CheckpointSaver writes it
+    torch.save({'epoch': 299, 'arch': 'deit_tiny_mpvg_patch16_224', 'version': 2,
+                'state_dict': model.state_dict(), 'args': argparse.Namespace(lr=5e-4)}, path)
+    adapter = ViTAdapter(preset='tiny', pos_embed=dict(type='MPVG'), vit_final_norm=True,
+                         init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    adapter.init_weights()
+    adapter.eval()
+    img = torch.randn(1, 3, 224, 160)
+    with torch.no_grad():
+        ref, _ = model.forward_features(img)
+        x, state = adapter.embed(img)
+        ours = adapter.finalize(adapter.forward_blocks(x, state), state)
+    torch.testing.assert_close(ours, ref)
+
+
+def test_convert_weights_cli_writes_a_checkpoint_the_configs_load(tmp_path):
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = tmp_path / 'deit.pth'
+    sd = deit(class_token=True).state_dict()
+    torch.save({'model': sd}, src)
+    out = tmp_path / 'converted.pth'
+    config = 'configs/demo/upernet_vit-adapter-t-mpvg_demo.py'
+    tiny = ['model.backbone.embed_dim=64', 'model.backbone.num_heads=4', 'model.backbone.depth=4',
+            'model.backbone.deform_num_heads=4', 'model.backbone.conv_inplane=8',
+            'model.backbone.interaction_indexes=[[0,0],[1,1],[2,2],[3,3]]',
+            'model.backbone.pretrain_size=64']
+    done = subprocess.run([sys.executable, 'tools/convert_weights.py', str(src), config, str(out),
+                           '--cfg-options', *tiny], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'newly initialised' in done.stdout and 'wrote' in done.stdout
+    model = small_adapter('MPVG', vit_final_norm=True,
+                          init_cfg=dict(type='Pretrained', checkpoint=str(out)))
+    model.init_weights()
+    torch.testing.assert_close(model.blocks[3].mlp.fc2.weight, sd['blocks.3.mlp.fc2.weight'])
+    sd['blocks.0.attn.extra'] = torch.zeros(1)
+    torch.save(sd, src)
+    failed = subprocess.run([sys.executable, 'tools/convert_weights.py', str(src), config,
+                             str(out), '--cfg-options', *tiny], cwd=repo, capture_output=True,
+                            text=True)
+    assert failed.returncode != 0 and 'blocks.0.attn.extra' in failed.stderr

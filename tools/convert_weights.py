@@ -1,0 +1,63 @@
+"""Convert released weights offline into a checkpoint our configs load.
+
+    python tools/convert_weights.py SRC CONFIG OUT [--cfg-options k=v ...] [--no-strict]
+
+SRC: a timm/DeiT, MAE, BEiT, LaPE, SP-ViT, CPVT/Twins, rope-vit or original
+ViT-Adapter checkpoint (.pth/.pt/.bin or .safetensors, raw or under
+state_dict/model, whole detector/segmentor or backbone only). CONFIG decides
+the target backbone, its PE scheme included. OUT holds
+``{'state_dict': {'backbone.<key>': tensor}, 'meta': {...}}``; use it as
+``model.backbone.init_cfg.checkpoint`` or as ``load_from``. The load report
+(loaded / resized / newly initialised / dropped / unexpected / missing) is
+printed; in strict mode (default) anything unexplained is an error.
+"""
+import argparse
+import sys
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.utils import track_iter_progress
+
+import mmvitpe  # noqa: F401
+from mmvitpe.registry import MODELS
+from mmvitpe.weights import load_pretrained, read_state_dict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src')
+    parser.add_argument('config')
+    parser.add_argument('out')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--no-strict', action='store_true',
+                        help='write the checkpoint even if the report has unexplained keys')
+    args = parser.parse_args()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    backbone_cfg = dict(cfg.model.backbone)
+    backbone_cfg.pop('init_cfg', None)
+    backbone_cfg.pop('pretrained', None)
+    backbone = MODELS.build(backbone_cfg)
+
+    print(f'reading {args.src}', flush=True)
+    state = read_state_dict(args.src)
+    if any(k.startswith('backbone.') for k in state):
+        state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    try:
+        report = load_pretrained(backbone, state, strict=not args.no_strict)
+    except KeyError as e:
+        sys.exit(str(e.args[0]))
+    print(report.table())
+    converted = {}
+    for key, value in track_iter_progress(list(backbone.state_dict().items())):
+        converted['backbone.' + key] = value.detach().clone().contiguous()
+    meta = dict(source=args.src, config=args.config, backbone=backbone_cfg['type'],
+                pos_embed=type(backbone.pe).__name__, report=report.table())
+    torch.save({'state_dict': converted, 'meta': meta}, args.out)
+    print(f'\nwrote {args.out}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,91 @@
+"""Test a detector (mmdet 3.x config) or a segmentor (mmseg 1.x config).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE|DIR]
+        [--show] [--show-dir DIR] [--wait-time S] [--tta] [--cfg-options k=v ...]
+        [--launcher none|pytorch|slurm|mpi]
+
+--out: mmdet: a .pkl of raw results; mmseg: a directory of predicted label maps.
+--show-dir: where the drawn predictions go (relative to the work dir; mmdet puts
+them under the run's timestamped folder).
+"""
+import argparse
+import os
+
+from mmengine.config import ConfigDict, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
+from mmvitpe.apis import init_cpu_distributed, prepare_config, task_of
+from mmvitpe.apis.launch import flip_tta_pipeline
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--work-dir')
+    parser.add_argument('--out', help='mmdet: results .pkl; mmseg: directory of label maps')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--show-dir', help='save drawn predictions here')
+    parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_drawing(cfg, args, task: str) -> None:
+    """Draw predictions; --show-dir is relative to the work dir for both codebases."""
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise SystemExit('--show/--show-dir need default_hooks.visualization in the config')
+    hooks.visualization.update(draw=True, show=args.show, wait_time=args.wait_time)
+    if args.show_dir and task == 'mmdet':
+        hooks.visualization.test_out_dir = args.show_dir
+    elif args.show_dir:
+        cfg.visualizer.save_dir = os.path.join(cfg.work_dir, args.show_dir)
+        hooks.visualization.interval = 1
+
+
+def apply_tta(cfg, task: str) -> None:
+    if task == 'mmdet':
+        cfg.setdefault('tta_model', dict(type='DetTTAModel', tta_cfg=dict(
+            nms=dict(type='nms', iou_threshold=0.5), max_per_img=100)))
+        if 'tta_pipeline' not in cfg:
+            data = cfg.test_dataloader.dataset
+            while 'dataset' in data:
+                data = data.dataset
+            cfg.tta_pipeline = flip_tta_pipeline(data.pipeline)
+    elif 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        raise SystemExit('--tta needs tta_model and tta_pipeline in an mmseg config')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+
+
+def main():
+    args = parse_args()
+    cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    task = task_of(cfg)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_drawing(cfg, args, task)
+    if args.tta:
+        apply_tta(cfg, task)
+    if args.out and task == 'mmseg':
+        cfg.test_evaluator.update(output_dir=args.out, keep_results=True)
+    init_cpu_distributed(args.launcher)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    if args.out and task == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,66 @@
+"""Train a detector (mmdet 3.x config) or a segmentor (mmseg 1.x config).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
+        [--resume [auto|PATH]] [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+
+Multi-GPU: tools/dist_train.sh CONFIG GPUS; CPU machines train with gloo.
+"""
+import argparse
+import os
+
+import torch
+from mmengine.config import DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
+from mmvitpe.apis import init_cpu_distributed, prepare_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='train config file')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (needs a GPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the actual total batch size')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from PATH, or from the latest checkpoint in the work dir')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. model.backbone.pos_embed.type=LaPE')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    if args.amp:
+        if not torch.cuda.is_available():
+            raise SystemExit('--amp needs a GPU: mmengine 0.10 AmpOptimWrapper refuses CPU')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        scale = cfg.get('auto_scale_lr')
+        if scale and 'base_batch_size' in scale:
+            scale.enable = True
+        else:
+            print_log('--auto-scale-lr ignored: the config has no auto_scale_lr.base_batch_size '
+                      '(mmseg configs have none)', logger='current', level=30)
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    init_cpu_distributed(args.launcher)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
