@@ -30,6 +30,7 @@ def demo_data(tmp_path_factory):
 def det_options(data, epochs=2):
     coco = f'{data}/coco/'
     return TINY_BACKBONE + [
+        'model.backbone.init_cfg=None',  # the demo starts from the seg demo's backbone
         'model.backbone.window_block_indexes=[0,2]', 'model.neck.in_channels=[64,64,64,64]',
         f'train_dataloader.dataset.data_root={coco}', f'val_dataloader.dataset.data_root={coco}',
         f'test_dataloader.dataset.data_root={coco}',

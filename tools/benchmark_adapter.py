@@ -13,7 +13,7 @@ process per variant; peak RSS growth over the idle process on CPU, or
 ``torch.cuda.max_memory_allocated`` on CUDA.
 
 ``original`` and ``ours:LearnedPE`` run on identical weights: the original's
-random weights are converted with :func:`convert_vit_adapter_backbone`. Both
+random weights are converted by :func:`mmvitpe.weights.load_pretrained`. Both
 use the segmentation layout (UperNet configs: all-global attention,
 per-stage ViT features) unless --layout det (window 14, blocks 2/5/8/11 global).
 
@@ -22,7 +22,6 @@ Usage:
         [--schemes LearnedPE MPVG ...] [--repeats 5] [--device cpu|cuda] [--csv out.csv]
 """
 import argparse
-import csv
 import os
 import resource
 import statistics
@@ -61,13 +60,12 @@ def build_original(repo: str, layout: str):
 def build_ours(scheme: str, layout: str, weights: str):
     import mmvitpe  # noqa: F401
     from mmvitpe.models import ViTAdapter
-    from mmvitpe.weights import convert_vit_adapter_backbone
+    from mmvitpe.weights import load_pretrained
     model = ViTAdapter(preset='tiny', pos_embed=dict(type=scheme),
                        window_size=DET_WINDOWS if layout == 'det' else 0,
                        vit_feature_mode='last' if layout == 'det' else 'per_stage')
     if weights and scheme == 'LearnedPE':
-        state, _ = convert_vit_adapter_backbone(torch.load(weights, weights_only=True), model)
-        model.load_state_dict(state)
+        load_pretrained(model, torch.load(weights, weights_only=True), strict=True)
     return model
 
 
@@ -150,6 +148,8 @@ def main() -> None:
         return worker(args)
 
     from mmengine.utils import ProgressBar
+
+    from mmvitpe.utils.tables import write_csv
     variants = (['original'] if args.original else []) + [f'ours:{s}' for s in args.schemes]
     weights = os.path.join(tempfile.mkdtemp(), 'original.pth')
     workers = {}
@@ -200,10 +200,7 @@ def main() -> None:
         print(f"| {v} | {row['fwd_ms']:.0f} | {row['fwd_ratio']:.2f} | {row['train_ms']:.0f} | "
               f"{row['train_ratio']:.2f} | {row['memory_mib']:.0f} | {row['memory_ratio']:.2f} |")
     if args.csv:
-        with open(args.csv, 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows, args.csv)
 
 
 if __name__ == '__main__':

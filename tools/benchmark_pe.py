@@ -10,7 +10,6 @@ Usage:
         [--repeats 7] [--schemes NoPE LaPE ...] [--amp] [--csv out.csv]
 """
 import argparse
-import csv
 import statistics
 import time
 
@@ -20,6 +19,7 @@ from mmengine.utils import ProgressBar
 import mmvitpe  # noqa: F401
 from mmvitpe.models import PEViT
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.tables import write_csv
 
 
 def sync(device: str) -> None:
@@ -87,10 +87,7 @@ def main() -> None:
         print(f"| {r['scheme']} | {r['forward_ms']:.1f} | {r['forward_ratio']:.3f} | "
               f"{r['train_ms']:.1f} | {r['train_ratio']:.3f} |")
     if args.csv:
-        with open(args.csv, 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows, args.csv)
 
 
 if __name__ == '__main__':

@@ -11,12 +11,13 @@ them under the run's timestamped folder).
 import argparse
 import os
 
-from mmengine.config import ConfigDict, DictAction
+from mmengine.config import ConfigDict
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
-from mmvitpe.apis import init_cpu_distributed, prepare_config, task_of
+from mmvitpe.apis import (add_common_args, init_cpu_distributed, parse_common_args,
+                          prepare_config, task_of)
 from mmvitpe.apis.launch import flip_tta_pipeline
 
 
@@ -31,13 +32,8 @@ def parse_args():
     parser.add_argument('--show-dir', help='save drawn predictions here')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_common_args(parser)
+    return parse_common_args(parser)
 
 
 def enable_drawing(cfg, args, task: str) -> None:

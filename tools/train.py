@@ -6,16 +6,14 @@
 Multi-GPU: tools/dist_train.sh CONFIG GPUS; CPU machines train with gloo.
 """
 import argparse
-import os
 
 import torch
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
-from mmvitpe.apis import init_cpu_distributed, prepare_config
+from mmvitpe.apis import add_common_args, init_cpu_distributed, parse_common_args, prepare_config
 
 
 def parse_args():
@@ -28,14 +26,8 @@ def parse_args():
                         help='scale the lr by the actual total batch size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from PATH, or from the latest checkpoint in the work dir')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, e.g. model.backbone.pos_embed.type=LaPE')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_common_args(parser)
+    return parse_common_args(parser)
 
 
 def main():

@@ -1,5 +1,8 @@
-# Demo: the real ViT-Adapter-T (MPVG) Mask R-CNN config, trained from scratch
-# for a few minutes on CPU on the built-in shapes data (tools/make_demo_data.py).
+# Demo: the real ViT-Adapter-T (MPVG) Mask R-CNN config, trained for a few
+# minutes on CPU on the built-in shapes data (tools/make_demo_data.py). No
+# ImageNet weights can be downloaded here, so the backbone starts from the
+# segmentation demo's (same architecture, trained first by tools/run_demo.py):
+# an mmseg checkpoint moved into an mmdet model through init_cfg.
 _base_ = '../vit_adapter_pe/mask-rcnn_vit-adapter-t-mpvg_fpn_3x_coco.py'
 
 data_root = 'data/demo/coco/'
@@ -8,7 +11,10 @@ metainfo = dict(classes=('square', 'circle', 'triangle'),
 # Fewer proposals and sampled RoIs than COCO training: mmcv's CPU RoIAlign
 # backward dominates a CPU step otherwise.
 model = dict(
-    backbone=dict(init_cfg=None, drop_path_rate=0.0),
+    backbone=dict(
+        drop_path_rate=0.0,
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='work_dirs/demo/seg/iter_240.pth')),
     roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)),
     train_cfg=dict(rpn_proposal=dict(nms_pre=600, max_per_img=300),
                    rcnn=dict(sampler=dict(num=128))),
@@ -41,12 +47,12 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-max_epochs = 12
+max_epochs = 8
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=4e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=40),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[10], gamma=0.1),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[7], gamma=0.1),
 ]
 default_hooks = dict(
     logger=dict(interval=8),

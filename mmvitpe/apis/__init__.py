@@ -1,3 +1,5 @@
-from .launch import init_cpu_distributed, prepare_config, task_of
+from .launch import (add_common_args, init_cpu_distributed, parse_common_args, prepare_config,
+                     task_of)
 
-__all__ = ['init_cpu_distributed', 'prepare_config', 'task_of']
+__all__ = ['add_common_args', 'init_cpu_distributed', 'parse_common_args', 'prepare_config',
+           'task_of']

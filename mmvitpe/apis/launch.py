@@ -3,12 +3,14 @@
 The launchers accept mmdet 3.x and mmseg 1.x configs alike; what differs per
 codebase is decided here from the config's ``default_scope``.
 """
+import argparse
 import copy
+import os
 import os.path as osp
 from typing import Optional
 
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 
 TASKS = ('mmdet', 'mmseg')
@@ -22,6 +24,22 @@ def task_of(cfg: Config) -> str:
                          f'default_scope is one of {TASKS} (inherit mmdet::/mmseg:: '
                          'default_runtime.py)')
     return scope
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """--cfg-options, --launcher and --local-rank, as mmdet's and mmseg's tools take them."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. model.backbone.pos_embed.type=LaPE')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_common_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and export LOCAL_RANK for launchers that pass it as an argument."""
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def _replace_sync_bn(node) -> int:

@@ -1,0 +1,116 @@
+"""The analysis library and its command-line tools."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmvitpe.analysis import (absolute_table, complexity, correlation_rows,
+                              cosine_similarity_maps, pearson, relative_maps, resolution_sweep,
+                              rope_frequency_rows, token_and_pe_per_layer)
+from mmvitpe.models import PEViT, ViTAdapter
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = 'configs/demo/upernet_vit-adapter-t-mpvg_demo.py'
+TINY = ['model.backbone.embed_dim=64', 'model.backbone.num_heads=4', 'model.backbone.depth=4',
+        'model.backbone.deform_num_heads=4', 'model.backbone.conv_inplane=8',
+        'model.backbone.interaction_indexes=[[0,0],[1,1],[2,2],[3,3]]']
+
+
+def vit(scheme, **kw):
+    return PEViT(embed_dim=32, depth=3, num_heads=4, patch_size=8, pretrain_size=64,
+                 pos_embed=dict(type=scheme), **kw).eval()
+
+
+def test_pearson_known_values():
+    x = torch.randn(50, 8)
+    assert pearson(x, x) == pytest.approx(1.0)
+    assert pearson(x, -x) == pytest.approx(-1.0)
+    assert abs(pearson(x, torch.randn(50, 8))) < 0.3
+
+
+def test_layerwise_correlations_cover_every_layer():
+    layers = token_and_pe_per_layer(vit('LaPE'), torch.randn(2, 3, 64, 64))
+    assert len(layers) == 3 and layers[0]['pe'].shape == layers[0]['tokens'].shape == (64, 32)
+    rows = correlation_rows(layers)
+    assert [r['layer'] for r in rows] == [0, 1, 2]
+    assert all(-1 <= r['correlation'] <= 1 for r in rows)
+    # no PE: no correlation to report
+    assert all(r['correlation'] != r['correlation'] for r in correlation_rows(
+        token_and_pe_per_layer(vit('NoPE'), torch.randn(1, 3, 64, 64))))
+
+
+def test_similarity_map_is_one_at_its_own_position():
+    model = vit('LearnedPE')
+    table = absolute_table(model, (8, 8))
+    maps = cosine_similarity_maps(table, (8, 8), [(0, 0), (3, 5)])
+    assert maps.shape == (2, 8, 8)
+    assert maps[0, 0, 0] == pytest.approx(1.0) and maps[1, 3, 5] == pytest.approx(1.0)
+    assert maps.max() <= 1 + 1e-5
+
+
+def test_relative_maps_at_init():
+    spsa = relative_maps(vit('SPSA'), (5, 7))
+    assert set(spsa) == {'block0', 'block1', 'block2'}
+    assert spsa['block0'].shape == (4, 9, 13) and torch.equal(spsa['block0'], torch.ones(4, 9, 13))
+    rpb = relative_maps(vit('RelPosBias'), (5, 7))
+    assert rpb['block1'].shape == (4, 15, 15) and not rpb['block1'].any()  # table grid 8x8
+    assert relative_maps(vit('LaPE'), (5, 7)) == {}
+
+
+def test_rope_frequency_rows():
+    assert len(rope_frequency_rows(vit('RoPEMixed'))) == 3 * 4 * 4  # depth x heads x d/2
+    axial = rope_frequency_rows(vit('RoPEAxial'))
+    assert len(axial) == 4 and {r['angle_deg'] for r in axial} == {0.0, 90.0}
+    assert rope_frequency_rows(vit('PEG')) == []
+
+
+def test_resolution_sweep_is_exact_at_the_reference_size():
+    model = ViTAdapter(embed_dim=64, depth=4, num_heads=4, deform_num_heads=4, conv_inplane=8,
+                       interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]]).eval()
+    rows = resolution_sweep(model, torch.randn(1, 3, 64, 64), [64, 96], reference=64)
+    assert len(rows) == 8
+    assert all(r['cosine'] == pytest.approx(1.0) for r in rows if r['size'] == 64)
+    assert all(r['cosine'] < 0.9999 for r in rows if r['size'] == 96)
+
+
+def test_complexity_counts_params_and_flops():
+    none, rope = complexity(vit('NoPE'), torch.randn(1, 3, 64, 64)), complexity(
+        vit('RoPEMixed'), torch.randn(1, 3, 64, 64))
+    assert none['pe_params'] == 0 and rope['pe_params'] == 2 * 3 * 4 * 4
+    assert none['gflops'] > 0 and none['params'] == sum(p.numel() for p in vit('NoPE').parameters())
+
+
+def _valid_png(path):
+    with open(path, 'rb') as f:
+        return f.read(8) == b'\x89PNG\r\n\x1a\n' and os.path.getsize(path) > 1000
+
+
+def _csv_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize('tool,options,files', [
+    ('pe_correlation.py', [], {'pe_correlation.csv': 4, 'pe_correlation.png': None,
+                               'pe_heatmaps.png': None}),
+    ('pe_maps.py', ['--grid', '4'], {'pe_similarity.csv': 6 * 16, 'pe_similarity.png': None}),
+    ('resolution_sweep.py', ['--schemes', 'MPVG', 'RoPEAxial', '--sizes', '64', '96',
+                             '--reference', '64', '--size', '64'],
+     {'resolution_sweep.csv': 2 * 2 * 4, 'resolution_sweep.png': None}),
+    ('complexity.py', ['--schemes', 'NoPE', 'SPSA', '--size', '64'],
+     {'complexity.csv': 2, 'complexity.png': None}),
+])
+def test_tools_write_valid_png_and_csv(tmp_path, tool, options, files):
+    cmd = [sys.executable, f'tools/analysis/{tool}', CONFIG, '--out', str(tmp_path), '--size',
+           '64', *options, '--cfg-options', *TINY, 'model.backbone.pretrain_size=64']
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name, rows in files.items():
+        path = tmp_path / name
+        if rows is None:
+            assert _valid_png(path), name
+        else:
+            assert len(_csv_rows(path)) == rows, name
