@@ -9,6 +9,7 @@ normalised tokens (LaPE/PVG/MPVG), or the input PE for schemes that act once.
 """
 import matplotlib.pyplot as plt
 from common import output, parser
+from mmengine.utils import track_iter_progress
 
 import mmvitpe  # noqa: F401
 from mmvitpe.analysis import (backbone_from_config, correlation_rows, load_images,
@@ -32,7 +33,7 @@ def main() -> None:
     fig.savefig(output(args, 'pe_correlation.png'), dpi=100)
 
     fig, axes = plt.subplots(2, len(layers), figsize=(1.6 * len(layers), 4), squeeze=False)
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate(track_iter_progress(layers)):
         axes[0, i].imshow(layer['tokens'].abs().numpy(), aspect='auto', cmap='viridis')
         axes[0, i].set_title(f'L{i} tokens', fontsize=7)
         if layer['pe'] is not None:

@@ -11,7 +11,7 @@ ceil(H / stride) x ceil(W / stride) for any input size (the input is padded
 to a multiple of 32 inside, and the outputs are cropped back).
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
-from ..vit import PEViT, resolve_arch
+from ..vit import PEViT
 
 # Sizes of the original configs (ref: czczup/ViT-Adapter detection and
 # segmentation configs). ``drop_path_rate`` is the detection/segmentation value.

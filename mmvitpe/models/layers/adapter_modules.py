@@ -7,7 +7,6 @@ patch size of 16, a 1:4:16 token ratio between the levels, or SyncBN.
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule
 from timm.layers import DropPath

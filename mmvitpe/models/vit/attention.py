@@ -6,7 +6,6 @@ parameter names (``qkv``, ``proj``) so timm/DeiT weights load unchanged.
 """
 from typing import Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
