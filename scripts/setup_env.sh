@@ -33,8 +33,10 @@ stamp_key=$(cat "$REPO"/requirements/*.txt "$REPO/setup.py" | sha256sum | cut -c
 STAMP=$VENV/.mmvitpe-$stamp_key
 
 editable_points_here() {
-    # The venv is shared between clones: the editable install must point at this one.
-    "$PY" - "$REPO" <<'EOF' 2>/dev/null
+    # The venv is shared between clones: the editable install must point at this
+    # one. -I keeps the current directory off sys.path, so a checkout in the
+    # working directory cannot pass for the installed one.
+    "$PY" -I - "$REPO" <<'EOF' 2>/dev/null
 import os, sys, mmvitpe
 sys.exit(0 if os.path.dirname(os.path.dirname(os.path.abspath(mmvitpe.__file__))) == sys.argv[1] else 1)
 EOF

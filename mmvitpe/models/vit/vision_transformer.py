@@ -181,11 +181,16 @@ class PEViT(BaseModule):
             raise ValueError(f'window_block_indexes {bad} outside 0..{self.depth - 1}')
         if window_block_indexes and window_size <= 0:
             raise ValueError('window_block_indexes is set but window_size is not positive')
-        return [window_size if i in set(window_block_indexes) else 0 for i in range(self.depth)]
+        windowed = set(window_block_indexes)
+        return [window_size if i in windowed else 0 for i in range(self.depth)]
 
     # ---- weights ----------------------------------------------------------------
     def init_weights(self) -> None:
-        """Load ``init_cfg`` Pretrained weights through the transfer report."""
+        """Load ``init_cfg`` Pretrained weights through the transfer report.
+
+        ``map_location`` is accepted as mmengine's spelling allows, but files
+        are always read to the CPU and copied to the model's device.
+        """
         cfg = self.init_cfg
         if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
             return super().init_weights()
