@@ -148,7 +148,7 @@ def backbone_from_config(config: str, checkpoint: str = None, cfg_options: dict 
     from mmengine.config import Config
 
     from .registry import MODELS
-    from .weights import load_pretrained, read_state_dict
+    from .weights import backbone_part, load_pretrained, read_state_dict
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -159,10 +159,7 @@ def backbone_from_config(config: str, checkpoint: str = None, cfg_options: dict 
         backbone['pos_embed'] = pos_embed
     model = MODELS.build(backbone)
     if checkpoint:
-        state = read_state_dict(checkpoint)
-        if any(k.startswith('backbone.') for k in state):
-            state = {k[9:]: v for k, v in state.items() if k.startswith('backbone.')}
-        load_pretrained(model, state, strict=False)
+        load_pretrained(model, backbone_part(read_state_dict(checkpoint)), strict=False)
     return model.eval()
 
 

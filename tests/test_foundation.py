@@ -13,6 +13,7 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import get_installed_path
 
 import mmvitpe
+from conftest import RunsCode
 from mmvitpe.utils.safe_load import allow_mmengine_checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -225,14 +226,10 @@ def test_mmengine_checkpoints_resume_with_safe_loading(tmp_path):
     assert runner.iter == 4 and (tmp_path / 'epoch_2.pth').exists()
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ('echo pwned',))
-
 
 def test_pickles_carrying_code_are_still_refused(tmp_path):
     path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {}, 'payload': _RunsCode()}, str(path))
+    torch.save({'state_dict': {}, 'payload': RunsCode()}, str(path))
     with pytest.raises(pickle.UnpicklingError, match='system'):
         torch.load(str(path))
     # getattr is served by a stand-in that only resolves HistoryBuffer statistics

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from conftest import FIXTURES
+from conftest import FIXTURES, RunsCode
 from mmvitpe.models import PEViT, ViTAdapter
 from mmvitpe.weights import CheckpointError, load_pretrained, read_state_dict, remap
 
@@ -190,14 +190,10 @@ def test_neutral_schemes_start_from_deit_unchanged():
     torch.testing.assert_close(outputs[2], outputs[0])
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ('echo pwned',))
-
 
 def test_unsafe_truncated_and_foreign_files_give_clear_errors(tmp_path):
     evil = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {'w': torch.zeros(1)}, 'x': _RunsCode()}, evil)
+    torch.save({'state_dict': {'w': torch.zeros(1)}, 'x': RunsCode()}, evil)
     with pytest.raises(CheckpointError, match=r"refused, the file pickles '(posix|os)\.system'"):
         read_state_dict(str(evil))
     good = tmp_path / 'good.pth'

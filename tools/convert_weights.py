@@ -20,7 +20,7 @@ from mmengine.utils import track_iter_progress
 
 import mmvitpe  # noqa: F401
 from mmvitpe.registry import MODELS
-from mmvitpe.weights import load_pretrained, read_state_dict
+from mmvitpe.weights import backbone_part, load_pretrained, read_state_dict
 
 
 def main() -> None:
@@ -42,9 +42,7 @@ def main() -> None:
     backbone = MODELS.build(backbone_cfg)
 
     print(f'reading {args.src}', flush=True)
-    state = read_state_dict(args.src)
-    if any(k.startswith('backbone.') for k in state):
-        state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    state = backbone_part(read_state_dict(args.src), source=args.src)
     try:
         report = load_pretrained(backbone, state, strict=not args.no_strict)
     except KeyError as e:

@@ -10,7 +10,7 @@ naming the file instead of a traceback from inside torch.
 import os
 import pickle
 import re
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
@@ -48,6 +48,24 @@ def _read_safetensors(path: str) -> dict:
         return load_file(path)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f'{path}: not a valid safetensors file ({e})') from None
+
+
+def backbone_part(state: Dict[str, Tensor], prefix: Optional[str] = None,
+                  source: str = 'checkpoint') -> Dict[str, Tensor]:
+    """The keys under ``prefix``, prefix stripped; without a prefix, the
+    ``backbone.`` part of a whole detector/segmentor, else ``state`` as is.
+
+    Raises:
+        KeyError: an explicit prefix that no key starts with.
+    """
+    if prefix is None:
+        prefix = 'backbone.' if any(k.startswith('backbone.') for k in state) else ''
+    if not prefix:
+        return state
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not part:
+        raise KeyError(f'{source}: no keys start with prefix {prefix!r}')
+    return part
 
 
 def read_state_dict(path: str) -> Dict[str, Tensor]:

@@ -64,9 +64,8 @@ class ViTAdapter(PEViT):
         norm_cfg: Norm of the spatial prior module and the output norms
             (BN, SyncBN, GN, ...).
         with_cp: Gradient checkpointing in the ViT blocks and the adapter.
-        pretrained: Deprecated spelling of ``init_cfg=dict(type='Pretrained',
-            checkpoint=...)`` (mmseg's ``model.pretrained`` lands here).
-        **kwargs: ViT arguments (see :class:`PEViT`): pos_embed, patch_size,
+        **kwargs: ViT arguments (see :class:`PEViT`): pos_embed, init_cfg,
+            pretrained, patch_size,
             pretrain_size, window_size, window_block_indexes, drop_path_rate,
             embed_dim, depth, layer_scale_init_value (default 1.0, as the
             original; None removes layer scale), ...
@@ -87,8 +86,6 @@ class ViTAdapter(PEViT):
                  vit_final_norm: bool = False,
                  norm_cfg: Optional[dict] = None,
                  with_cp: bool = False,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         if preset not in ADAPTER_SETTINGS:
             raise ValueError(f'unknown preset {preset!r}; valid: {sorted(ADAPTER_SETTINGS)}')
@@ -97,10 +94,6 @@ class ViTAdapter(PEViT):
         if kwargs.get('class_token'):
             raise ValueError('ViTAdapter works on patch tokens only: class_token must be False '
                              '(a checkpoint class slot is dropped when loading)')
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('give either pretrained or init_cfg, not both')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         settings = dict(ADAPTER_SETTINGS[preset])
         kwargs.setdefault('arch', settings.pop('arch'))
         kwargs.setdefault('drop_path_rate', settings.pop('drop_path_rate'))
@@ -108,7 +101,7 @@ class ViTAdapter(PEViT):
         kwargs.setdefault('final_norm', vit_final_norm)
         if kwargs['final_norm'] != vit_final_norm:
             raise ValueError('set vit_final_norm, not final_norm, on ViTAdapter')
-        super().__init__(with_cp=with_cp, init_cfg=init_cfg, **kwargs)
+        super().__init__(with_cp=with_cp, **kwargs)
         self.interaction_indexes = [list(ix) for ix in
                                     (interaction_indexes or settings['interaction_indexes'])]
         self._check_interactions()

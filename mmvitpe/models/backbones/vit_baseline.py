@@ -27,19 +27,14 @@ class ViTBaseline(PEViT):
         out_indices: Blocks whose outputs become the four levels (default:
             the last block of each quarter of the depth).
         norm_cfg: Norm inside the stride-4 branch and on the outputs.
-        pretrained: Deprecated spelling of a Pretrained ``init_cfg``.
-        **kwargs: See :class:`PEViT` (arch, pos_embed, window attention, ...).
+        **kwargs: See :class:`PEViT` (arch, pos_embed, init_cfg/pretrained,
+            window attention, ...).
     """
 
     def __init__(self, out_indices: Optional[Sequence[int]] = None,
-                 norm_cfg: Optional[dict] = None, pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None, **kwargs) -> None:
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('give either pretrained or init_cfg, not both')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+                 norm_cfg: Optional[dict] = None, **kwargs) -> None:
         kwargs.setdefault('final_norm', False)
-        super().__init__(init_cfg=init_cfg, **kwargs)
+        super().__init__(**kwargs)
         quarter = self.depth // 4
         self.out_indices = list(out_indices or [quarter * k - 1 for k in range(1, 5)])
         if len(self.out_indices) != 4 or sorted(self.out_indices) != self.out_indices or \

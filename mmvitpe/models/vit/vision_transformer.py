@@ -15,7 +15,7 @@ from timm.layers import PatchEmbed
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
-from mmvitpe.weights.reader import read_state_dict
+from mmvitpe.weights.reader import backbone_part, read_state_dict
 from mmvitpe.weights.transfer import load_pretrained, remap
 from ..pos_encodings import Grid, PEState, build_pos_encoding
 from .block import Block
@@ -93,6 +93,8 @@ class PEViT(BaseModule):
             of any supported layout and PE scheme (see ``mmvitpe.weights``)
             when ``init_weights()`` runs, never in ``__init__``; ``strict``
             fails on anything the load report cannot explain.
+        pretrained: Deprecated spelling of ``init_cfg=dict(type='Pretrained',
+            checkpoint=...)`` (mmseg's ``model.pretrained`` lands here).
     """
 
     def __init__(self,
@@ -118,7 +120,12 @@ class PEViT(BaseModule):
                  with_cp: bool = False,
                  final_norm: bool = True,
                  norm_eps: float = 1e-6,
+                 pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained or init_cfg, not both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
         settings = resolve_arch(arch, dict(embed_dim=embed_dim, depth=depth,
                                            num_heads=num_heads))
@@ -198,13 +205,8 @@ class PEViT(BaseModule):
         if unknown:
             raise ValueError(f'init_cfg Pretrained: unknown keys {sorted(unknown)}; valid: '
                              "checkpoint, prefix, strict, map_location")
-        state = read_state_dict(cfg['checkpoint'])
-        prefix = cfg.get('prefix') or ('backbone.' if any(k.startswith('backbone.')
-                                                         for k in state) else '')
-        if prefix:
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if not state:
-                raise KeyError(f'{cfg["checkpoint"]}: no keys start with prefix {prefix!r}')
+        state = backbone_part(read_state_dict(cfg['checkpoint']), cfg.get('prefix'),
+                              source=cfg['checkpoint'])
         report = load_pretrained(self, state, strict=cfg.get('strict', True))
         print_log(f'loaded {cfg["checkpoint"]} into {type(self).__name__} '
                   f'({type(self.pe).__name__}):\n{report.table()}', logger='current')
