@@ -16,8 +16,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
-from mmvitpe.apis import (add_common_args, init_cpu_distributed, parse_common_args,
-                          prepare_config, task_of)
+from mmvitpe.apis import (add_common_args, close_distributed, init_cpu_distributed,
+                          parse_common_args, prepare_config, task_of)
 from mmvitpe.apis.launch import flip_tta_pipeline
 
 
@@ -76,11 +76,14 @@ def main():
     if args.out and task == 'mmseg':
         cfg.test_evaluator.update(output_dir=args.out, keep_results=True)
     init_cpu_distributed(args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    if args.out and task == 'mmdet':
-        from mmdet.evaluation import DumpDetResults
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    runner.test()
+    try:
+        runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+        if args.out and task == 'mmdet':
+            from mmdet.evaluation import DumpDetResults
+            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        runner.test()
+    finally:
+        close_distributed()
 
 
 if __name__ == '__main__':

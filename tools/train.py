@@ -13,7 +13,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
-from mmvitpe.apis import add_common_args, init_cpu_distributed, parse_common_args, prepare_config
+from mmvitpe.apis import (add_common_args, close_distributed, init_cpu_distributed,
+                          parse_common_args, prepare_config)
 
 
 def parse_args():
@@ -50,8 +51,11 @@ def main():
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     init_cpu_distributed(args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+        runner.train()
+    finally:
+        close_distributed()
 
 
 if __name__ == '__main__':

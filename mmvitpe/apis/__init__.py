@@ -1,5 +1,5 @@
-from .launch import (add_common_args, init_cpu_distributed, parse_common_args, prepare_config,
-                     task_of)
+from .launch import (add_common_args, close_distributed, init_cpu_distributed, parse_common_args,
+                     prepare_config, task_of)
 
-__all__ = ['add_common_args', 'init_cpu_distributed', 'parse_common_args', 'prepare_config',
-           'task_of']
+__all__ = ['add_common_args', 'close_distributed', 'init_cpu_distributed', 'parse_common_args',
+           'prepare_config', 'task_of']

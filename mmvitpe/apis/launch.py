@@ -102,6 +102,17 @@ def init_cpu_distributed(launcher: str) -> None:
     torch.distributed.init_process_group(backend='gloo')
 
 
+def close_distributed() -> None:
+    """Destroy the process group, if any, while the interpreter is still alive.
+
+    Left to interpreter shutdown, gloo's worker threads can outlive the Python
+    objects they hold and abort the process (SIGABRT, "terminate called without
+    an active exception") after a successful run; see pytorch/pytorch#179291.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def flip_tta_pipeline(test_pipeline: list) -> list:
     """mmdet's default test-time augmentation: the test pipeline with h-flip."""
     pipeline = copy.deepcopy(test_pipeline)
