@@ -13,6 +13,12 @@ class RunsCode:
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
 
 
+def rotate_head_major(pe, q, k, block, state):
+    """``pe.rotate`` for q, k given (and returned) as (B, heads, N, head_dim)."""
+    qk = pe.rotate(torch.stack([q, k], 2).transpose(1, 3), block, state)
+    return qk.transpose(1, 3).unbind(2)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

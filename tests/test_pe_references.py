@@ -16,7 +16,7 @@ from mmvitpe.models.pos_encodings import (LaPE, RoPEAxial, RoPEMixed, SinCosPE, 
 from mmvitpe.models.pos_encodings.sincos import sincos_2d
 from mmvitpe.models.vit import Attention, Block
 
-from conftest import FIXTURES
+from conftest import FIXTURES, rotate_head_major
 
 
 def golden(name):
@@ -77,7 +77,7 @@ def test_rope_axial_matches_rope_vit():
     g = golden('ropevit.pt')
     pe = RoPEAxial(embed_dim=32, num_heads=2, depth=1)
     state = pe.prepare((3, 5), torch.device('cpu'), torch.float32)  # 3 rows, 5 columns
-    q, k = pe.rotate(g['axial_q_in'], g['axial_k_in'], 0, state)
+    q, k = rotate_head_major(pe, g['axial_q_in'], g['axial_k_in'], 0, state)
     torch.testing.assert_close(q, g['axial_q_out'])
     torch.testing.assert_close(k, g['axial_k_out'])
 
@@ -87,7 +87,7 @@ def test_rope_mixed_matches_rope_vit():
     pe = RoPEMixed(embed_dim=32, num_heads=2, depth=1)
     pe.freqs.data.copy_(g['mixed_freqs'][:, None])  # (2, heads, d/2) -> (2, depth=1, heads, d/2)
     state = pe.prepare((3, 5), torch.device('cpu'), torch.float32)
-    q, k = pe.rotate(g['mixed_q_in'], g['mixed_k_in'], 0, state)
+    q, k = rotate_head_major(pe, g['mixed_q_in'], g['mixed_k_in'], 0, state)
     torch.testing.assert_close(q, g['mixed_q_out'], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(k, g['mixed_k_out'], atol=1e-5, rtol=1e-4)
 

@@ -7,6 +7,8 @@ from mmvitpe.models import PEViT
 from mmvitpe.models.pos_encodings import SPSA, build_pos_encoding
 from mmvitpe.registry import POS_ENCODINGS
 
+from conftest import rotate_head_major
+
 SCHEMES = sorted(POS_ENCODINGS.module_dict)
 REAL_SCHEMES = [s for s in SCHEMES if s != 'NoPE']
 GRIDS = [(7, 11), (14, 14), (32, 20)]
@@ -131,12 +133,24 @@ def test_rope_scores_depend_only_on_offset(scheme):
     state = pe.prepare(grid, torch.device('cpu'), torch.float32)
     q = torch.randn(1, 2, 1, 16).expand(1, 2, 28, 16)
     k = torch.randn(1, 2, 1, 16).expand(1, 2, 28, 16)
-    rq, rk = pe.rotate(q, k, 1, state)
+    rq, rk = rotate_head_major(pe, q, k, 1, state)
     scores = (rq @ rk.transpose(-1, -2)).view(2, 4, 7, 4, 7)
     torch.testing.assert_close(scores[:, 1:, 3:, 1:, 3:], scores[:, :-1, :-3, :-1, :-3])
     assert scores.std() > 1e-2
     # rotation preserves norms
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
+
+
+@pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed'])
+def test_rope_leaves_the_class_token_unrotated(scheme):
+    pe = build_pos_encoding(dict(type=scheme), embed_dim=32, num_heads=2, depth=2,
+                            num_prefix_tokens=1)
+    state = pe.prepare((3, 4), torch.device('cpu'), torch.float32)
+    q, k = torch.randn(2, 1, 2, 13, 16).unbind(0)
+    rq, rk = rotate_head_major(pe, q, k, 1, state)
+    torch.testing.assert_close(rq[:, :, 0], q[:, :, 0], rtol=0, atol=0)
+    torch.testing.assert_close(rk[:, :, 0], k[:, :, 0], rtol=0, atol=0)
+    assert (rq[:, :, 2:] - q[:, :, 2:]).abs().max() > 1e-2  # patches (but the origin) turn
 
 
 def test_relative_schemes_extend_to_larger_windows_without_new_parameters():

@@ -9,7 +9,7 @@ site                 call
 once per forward    ``state = pe.prepare(grid, device, dtype)``
 input embedding     ``x = pe.embed(x, state)``       (prefix tokens first)
 per block input     ``h = pe.attention_input(norm1(x), i, state)``
-inside attention    ``q, k = pe.rotate(q, k, i, state)`` and
+inside attention    ``qk = pe.rotate(qk, i, state)`` and
                     ``bias, gain = pe.logit_terms(i, attn_grid, state)``
 between blocks      ``x = pe.after_block(x, i, state)``
 final norm          ``y = pe.final(norm(x), state)``
@@ -82,9 +82,11 @@ class PositionalEncoding(BaseModule):
     def attention_input(self, x: Tensor, block: int, state: PEState) -> Tensor:
         return x
 
-    def rotate(self, q: Tensor, k: Tensor, block: int,
-               state: PEState) -> Tuple[Tensor, Tensor]:
-        return q, k
+    def rotate(self, qk: Tensor, block: int, state: PEState) -> Tensor:
+        """q and k, stacked as the qkv projection lays them out:
+        (B, N, 2, heads, head_dim), N counting prefix tokens. One call (one
+        kernel) serves both, and no head-major copy is made for it."""
+        return qk
 
     def logit_terms(self, block: int, attn_grid: Grid, state: PEState,
                     num_prefix: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:

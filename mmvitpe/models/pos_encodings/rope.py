@@ -13,9 +13,10 @@ with interleaved sin/cos, but is 7x (forward) and 3x (forward+backward) slower
 on CPU at ViT-Ti/512 sizes, measured. Axial and mixed RoPE differ only in the
 frequencies: see rope_axial.py and rope_mixed.py.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Grid, PEState, PositionalEncoding
@@ -42,14 +43,26 @@ class RotaryPE(PositionalEncoding):
         """(2, depth or 1, heads or 1, head_dim // 2): x and y frequency per pair."""
         raise NotImplementedError
 
-    def _rotations(self, grid: Grid) -> Tensor:
-        """(depth|1, heads|1, H*W, head_dim/2) complex exp(i theta), float32."""
+    def _rotations(self, grid: Grid) -> Tuple[Tensor, ...]:
+        """Per block (or one shared): (N, heads|1, head_dim/2) complex exp(i theta),
+        float32, with rotation 1 for prefix tokens.
+
+        exp(i (x fx + y fy)) = exp(i x fx) * exp(i y fy): the two factors are
+        computed per column and per row only, so the H*W*depth*d/2 angles need
+        no sin/cos (forward) nor its backward, which made RoPEMixed training
+        1.3x slower than NoPE on CPU, measured.
+        """
         freqs = self.frequencies().float()
-        ys, xs = torch.meshgrid(torch.arange(grid[0], device=freqs.device),
-                                torch.arange(grid[1], device=freqs.device), indexing='ij')
-        xs, ys = xs.reshape(-1, 1).float(), ys.reshape(-1, 1).float()
-        angles = xs * freqs[0][..., None, :] + ys * freqs[1][..., None, :]
-        return torch.polar(torch.ones_like(angles), angles)
+
+        def axis(length: int, f: Tensor) -> Tensor:  # (depth|1, length, heads|1, d/2)
+            angles = torch.arange(length, device=f.device).float()[:, None, None] * f[:, None]
+            return torch.polar(torch.ones_like(angles), angles)
+
+        rows, cols = axis(grid[0], freqs[1]), axis(grid[1], freqs[0])
+        rotations = (rows[:, :, None] * cols[:, None]).flatten(1, 2)
+        if self.num_prefix_tokens:
+            rotations = F.pad(rotations, (0, 0, 0, 0, self.num_prefix_tokens, 0), value=1)
+        return rotations.unbind(0)
 
     def prepare(self, grid: Grid, device, dtype) -> PEState:
         state = PEState(tuple(grid))
@@ -57,16 +70,11 @@ class RotaryPE(PositionalEncoding):
             (state.grid, device), lambda: self._rotations(state.grid))
         return state
 
-    def rotate(self, q: Tensor, k: Tensor, block: int, state: PEState):
+    def rotate(self, qk: Tensor, block: int, state: PEState) -> Tensor:
         if block not in self.blocks:
-            return q, k
+            return qk
         rotations = state.tensors['rope']
-        rotation = rotations[block if rotations.shape[0] > 1 else 0]
-        n = self.num_prefix_tokens
-
-        def rot(t: Tensor) -> Tensor:
-            pairs = torch.view_as_complex(t[:, :, n:].float().reshape(*t.shape[:2], -1,
-                                                                      self.head_dim // 2, 2))
-            rotated = torch.view_as_real(pairs * rotation).flatten(-2).to(t.dtype)
-            return torch.cat([t[:, :, :n], rotated], dim=2) if n else rotated
-        return rot(q), rot(k)
+        rotation = rotations[block if len(rotations) > 1 else 0]
+        b, n, _, heads, d = qk.shape
+        pairs = torch.view_as_complex(qk.float().reshape(b, n, 2, heads, d // 2, 2))
+        return torch.view_as_real(pairs * rotation[:, None]).flatten(-2).to(qk.dtype)

@@ -66,9 +66,10 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, block: int, pe: PositionalEncoding, state: PEState) -> Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = pe.rotate(q, k, block, state)
+        # split, not slicing: its backward concatenates instead of zero-filling twice
+        qk, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).split((2, 1), dim=2)
+        q, k = pe.rotate(qk, block, state).permute(2, 0, 3, 1, 4).unbind(0)
+        v = v.squeeze(2).transpose(1, 2)
         num_prefix = n - state.grid[0] * state.grid[1]
         if self.window_size:
             if num_prefix:
