@@ -231,7 +231,9 @@ class PEViT(BaseModule):
         """
         x = self.patch_embed(img)
         b, h, w, _ = x.shape
-        x = x.reshape(b, h * w, self.embed_dim)
+        # token-major memory: the conv's output is channel-major, and every residual
+        # add would keep that layout, making each norm and linear copy its input
+        x = x.reshape(b, h * w, self.embed_dim).contiguous()
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
         state = self.pe.prepare((h, w), x.device, x.dtype)
