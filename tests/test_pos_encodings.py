@@ -141,6 +141,15 @@ def test_rope_scores_depend_only_on_offset(scheme):
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
 
 
+def test_tokens_stay_token_major_through_the_blocks():
+    # the patch conv is channel-major; carried into the residual stream, that
+    # layout made every norm and linear copy its input
+    model = vit('LearnedPE')
+    x, state = model.embed(torch.randn(1, 3, 4 * 5, 4 * 7))
+    assert x.is_contiguous()
+    assert model.forward_blocks(x, state).is_contiguous()
+
+
 @pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed'])
 def test_rope_leaves_the_class_token_unrotated(scheme):
     pe = build_pos_encoding(dict(type=scheme), embed_dim=32, num_heads=2, depth=2,

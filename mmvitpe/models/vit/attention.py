@@ -95,9 +95,10 @@ class Attention(nn.Module):
             bias = bias.to(q.dtype)[None]
         if gain is None:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
-        logits = (q * self.scale) @ k.transpose(-2, -1) * gain.to(q.dtype)
+        # in place: one (B, heads, N, N) buffer fewer (autograd saves what it needs)
+        logits = ((q * self.scale) @ k.transpose(-2, -1)).mul_(gain.to(q.dtype))
         if bias is not None:
-            logits = logits + bias
+            logits = logits.add_(bias)
         attn = logits.softmax(dim=-1)
         attn = F.dropout(attn, drop) if drop else attn
         return attn @ v
