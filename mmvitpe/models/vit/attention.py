@@ -98,7 +98,7 @@ class Attention(nn.Module):
         # in place: one (B, heads, N, N) buffer fewer (autograd saves what it needs)
         logits = ((q * self.scale) @ k.transpose(-2, -1)).mul_(gain.to(q.dtype))
         if bias is not None:
-            logits = logits.add_(bias)
+            logits.add_(bias)
         attn = logits.softmax(dim=-1)
         attn = F.dropout(attn, drop) if drop else attn
         return attn @ v
