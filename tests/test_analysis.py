@@ -114,3 +114,31 @@ def test_tools_write_valid_png_and_csv(tmp_path, tool, options, files):
             assert _valid_png(path), name
         else:
             assert len(_csv_rows(path)) == rows, name
+
+
+def _run_tool(args, tmp_path):
+    done = subprocess.run([sys.executable, *args, '--csv', str(tmp_path / 'out.csv')], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, _csv_rows(tmp_path / 'out.csv')
+
+
+def test_pe_benchmark_reports_ratios_and_kernel_costs(tmp_path):
+    out, rows = _run_tool(['tools/benchmark_pe.py', '--schemes', 'SPSA', 'RelPosBias', '--size',
+                           '64', '--repeats', '1', '--warmup', '0', '--kernel-cost'], tmp_path)
+    assert [r['scheme'] for r in rows] == ['NoPE', 'SPSA', 'RelPosBias']
+    assert float(rows[0]['train_ratio']) == 1.0
+    implied = [line.split('|') for line in out.splitlines() if line.startswith('| learned ')]
+    assert len(implied) == 2 and all(float(r[3]) > 0 and float(r[5]) > 0 for r in implied)
+
+
+def test_adapter_benchmark_breakdown_accounts_for_the_whole_step(tmp_path):
+    _, rows = _run_tool(['tools/benchmark_adapter.py', '--schemes', 'LearnedPE', '--size', '64',
+                         '--batch', '1', '--repeats', '1', '--warmup', '1', '--breakdown'],
+                        tmp_path)
+    assert [r['part'] for r in rows] == ['spm', 'vit_blocks', 'injectors', 'extractors', 'rest',
+                                         'full step']
+    ms = {r['part']: float(r['ours:LearnedPE_ms']) for r in rows}
+    assert all(0 < ms[part] < ms['full step']
+               for part in ('spm', 'vit_blocks', 'injectors', 'extractors'))
+    assert all(float(r['ours:LearnedPE_gflop']) > 0 for r in rows[:4])

@@ -12,6 +12,11 @@ Memory: one training step at --memory-size (default 1024, batch 1) in a fresh
 process per variant; peak RSS growth over the idle process on CPU, or
 ``torch.cuda.max_memory_allocated`` on CUDA.
 
+--breakdown times the parts instead (forward+backward of each over the whole
+depth: the spatial prior module, the ViT blocks, the injectors, the extractors,
+on inputs shaped as in the full forward; "rest" is the full step minus them),
+to show which parts a speed-up can come from.
+
 ``original`` and ``ours:LearnedPE`` run on identical weights: the original's
 random weights are converted by :func:`mmvitpe.weights.load_pretrained`. Both
 use the segmentation layout (UperNet configs: all-global attention,
@@ -20,6 +25,7 @@ per-stage ViT features) unless --layout det (window 14, blocks 2/5/8/11 global).
 Usage:
     python tools/benchmark_adapter.py [--original /path/to/ViT-Adapter]
         [--schemes LearnedPE MPVG ...] [--repeats 5] [--device cpu|cuda] [--csv out.csv]
+        [--breakdown]
 """
 import argparse
 import os
@@ -31,14 +37,16 @@ import tempfile
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DET_WINDOWS = [14, 14, 0] * 4  # original detection configs: blocks 2, 5, 8, 11 global
+EMBED_DIM, PATCH = 192, 16  # ViT-Adapter-T
 
 
 def original_config(layout: str) -> dict:
     windowed = layout == 'det'
-    return dict(pretrain_size=224, img_size=224, patch_size=16, embed_dim=192, depth=12,
+    return dict(pretrain_size=224, img_size=224, patch_size=PATCH, embed_dim=EMBED_DIM, depth=12,
                 num_heads=3, mlp_ratio=4, conv_inplane=64, n_points=4, deform_num_heads=6,
                 init_values=0., interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]],
                 with_cffn=True, cffn_ratio=0.25, deform_ratio=1.0, add_vit_feature=True,
@@ -89,8 +97,63 @@ def step(model, img, backward: bool, device: str) -> float:
     return time.perf_counter() - start
 
 
+PARTS = ('spm', 'vit_blocks', 'injectors', 'extractors')
+
+
+def part_calls(model, variant: str, img, layout: str) -> dict:
+    """One forward callable per part in PARTS, each over the model's whole depth."""
+    b, device = img.shape[0], img.device
+    h, w = img.shape[-2] // PATCH, img.shape[-1] // PATCH
+    levels = [(2 * h, 2 * w), (h, w), (h // 2, w // 2)]
+    x = torch.randn(b, h * w, EMBED_DIM, device=device, requires_grad=True)
+    c = torch.randn(b, sum(i * j for i, j in levels), EMBED_DIM, device=device,
+                    requires_grad=True)
+    if variant == 'original':
+        import importlib
+        inj, ext = importlib.import_module(f'va_{layout}.adapter_modules').deform_inputs(img)
+
+        def blocks():
+            y = x
+            for block in model.blocks:
+                y = block(y, h, w)
+            return y
+
+        def extract(it):
+            y = c
+            for extractor in [it.extractor, *(it.extra_extractors or ())]:
+                y = extractor(query=y, reference_points=ext[0], feat=x, spatial_shapes=ext[1],
+                              level_start_index=ext[2], H=h, W=w)
+            return y
+        return dict(spm=lambda: model.spm(img), vit_blocks=blocks,
+                    injectors=lambda: [it.injector(query=x, reference_points=inj[0], feat=c,
+                                                   spatial_shapes=inj[1],
+                                                   level_start_index=inj[2])
+                                       for it in model.interactions],
+                    extractors=lambda: [extract(it) for it in model.interactions])
+    from mmvitpe.models.layers.adapter_modules import DeformInputs
+    _, state = model.embed(img)
+    inj, ext = DeformInputs([state.grid], levels, device), DeformInputs(levels, [state.grid], device)
+    return dict(spm=lambda: model.spm(img),
+                vit_blocks=lambda: model.forward_blocks(x, state),
+                injectors=lambda: [it.inject(x, c, inj) for it in model.interactions],
+                extractors=lambda: [it.extract(c, x, ext, levels) for it in model.interactions])
+
+
+def time_part(model, call, device: str) -> float:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = call()
+    sum(o.float().mean() for o in (out if isinstance(out, (list, tuple)) else [out])).backward()
+    model.zero_grad(set_to_none=True)
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def worker(args) -> None:
-    """Serve timing requests on stdin ('fwd' / 'train'), or measure memory once."""
+    """Serve timing requests on stdin ('fwd' / 'train' / 'part:NAME'), or measure
+    memory once."""
     torch.manual_seed(0)
     if args.variant == 'original':
         model = build_original(args.original, args.layout)
@@ -109,9 +172,18 @@ def worker(args) -> None:
             print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - idle) / 1024, flush=True)
         return
     img = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    parts = part_calls(model, args.variant, img, args.layout)
     print('ready', flush=True)
     for line in sys.stdin:
-        print(step(model, img, line.strip() == 'train', args.device), flush=True)
+        request = line.strip()
+        if request.startswith('part:'):
+            print(time_part(model, parts[request[5:]], args.device), flush=True)
+        elif request.startswith('flops:'):
+            with FlopCounterMode(display=False) as counter:
+                time_part(model, parts[request[6:]], args.device)
+            print(counter.get_total_flops(), flush=True)
+        else:
+            print(step(model, img, request == 'train', args.device), flush=True)
 
 
 def spawn(variant: str, args, extra=()) -> subprocess.Popen:
@@ -137,6 +209,8 @@ def main() -> None:
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--breakdown', action='store_true',
+                        help='time the parts (forward+backward) instead; no memory')
     parser.add_argument('--csv')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     parser.add_argument('--memory', action='store_true', help=argparse.SUPPRESS)
@@ -158,10 +232,11 @@ def main() -> None:
                  ['--load-weights', weights] if args.original else [])
         workers[v] = spawn(v, args, extra)
         assert workers[v].stdout.readline().strip() == 'ready', f'{v} failed to start'
-    times = {(v, m): [] for v in variants for m in ('fwd', 'train')}
+    modes = [f'part:{p}' for p in PARTS] + ['train'] if args.breakdown else ['fwd', 'train']
+    times = {(v, m): [] for v in variants for m in modes}
     progress = ProgressBar(args.warmup + args.repeats)
     for round_ in range(args.warmup + args.repeats):
-        for mode in ('fwd', 'train'):
+        for mode in modes:
             for v in variants:
                 workers[v].stdin.write(mode + '\n')
                 workers[v].stdin.flush()
@@ -169,9 +244,18 @@ def main() -> None:
                 if round_ >= args.warmup:
                     times[v, mode].append(t)
         progress.update()
+    flops = {}
+    if args.breakdown:
+        for v in variants:
+            for p in PARTS:
+                workers[v].stdin.write(f'flops:{p}\n')
+                workers[v].stdin.flush()
+                flops[v, p] = float(workers[v].stdout.readline())
     for w in workers.values():
         w.stdin.close()
         w.wait()
+    if args.breakdown:
+        return report_breakdown(variants, times, flops, args)
     memory = {}
     if not args.no_memory:
         for v in variants:
@@ -181,8 +265,7 @@ def main() -> None:
 
     base = variants[0]
     med = {k: statistics.median(t) for k, t in times.items()}
-    device = torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'
-    print(f'\nViT-Adapter-T ({args.layout} layout), {device}; speed: {args.size}x{args.size} '
+    print(f'\nViT-Adapter-T ({args.layout} layout), {device_name(args)}; speed: {args.size}x{args.size} '
           f'batch {args.batch}, median of {args.repeats} interleaved repeats; memory: one '
           f'training step at {args.memory_size}x{args.memory_size} batch 1')
     print(f'| variant | fwd ms | fwd × {base} | fwd+bwd ms | fwd+bwd × {base} | '
@@ -199,6 +282,56 @@ def main() -> None:
         rows.append(row)
         print(f"| {v} | {row['fwd_ms']:.0f} | {row['fwd_ratio']:.2f} | {row['train_ms']:.0f} | "
               f"{row['train_ratio']:.2f} | {row['memory_mib']:.0f} | {row['memory_ratio']:.2f} |")
+    if args.csv:
+        write_csv(rows, args.csv)
+
+
+def device_name(args) -> str:
+    return torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'
+
+
+def matmul_gflops(device: str) -> float:
+    """This machine's fp32 rate on a 2048^2 matmul: the yardstick for the parts."""
+    a = torch.randn(2048, 2048, device=device)
+    rates = []
+    for _ in range(10):
+        start = time.perf_counter()
+        a @ a
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        rates.append(2 * 2048 ** 3 / (time.perf_counter() - start) / 1e9)
+    return max(rates)
+
+
+def report_breakdown(variants, times, flops, args) -> None:
+    from mmvitpe.utils.tables import write_csv
+    base = variants[0]
+    med = {k: 1e3 * statistics.median(t) for k, t in times.items()}
+    for v in variants:
+        med[v, 'part:rest'] = med[v, 'train'] - sum(med[v, f'part:{p}'] for p in PARTS)
+    print(f'\nViT-Adapter-T ({args.layout} layout), {device_name(args)}; forward+backward '
+          f'per part at {args.size}x{args.size} batch {args.batch}, median of {args.repeats} '
+          f'interleaved repeats; share = part / full step of {base}; GFLOP: matmuls and '
+          f'convolutions that torch.utils.flop_counter counts (not CPU fused attention nor '
+          f'grid_sample); 2048^2 fp32 matmul here: {matmul_gflops(args.device):.0f} GFLOP/s')
+    print('| part | ' + ' | '.join(f'{v} ms | × {base}' for v in variants) +
+          f' | share of {base} | ' + ' | '.join(f'{v} GFLOP | GFLOP/s' for v in variants) + ' |')
+    print('|---|' + '---:|---:|' * len(variants) + '---:|' + '---:|---:|' * len(variants))
+    rows = []
+    for mode, label in [(f'part:{p}', p) for p in (*PARTS, 'rest')] + [('train', 'full step')]:
+        row = dict(part=label)
+        for v in variants:
+            row[f'{v}_ms'] = med[v, mode]
+            row[f'{v}_ratio'] = med[v, mode] / med[base, mode]
+            if (v, label) in flops:
+                row[f'{v}_gflop'] = flops[v, label] / 1e9
+                row[f'{v}_gflop_per_s'] = row[f'{v}_gflop'] / med[v, mode] * 1e3
+        row['share'] = med[base, mode] / med[base, 'train']
+        rows.append(row)
+        print(f'| {label} | ' + ' | '.join(f"{row[f'{v}_ms']:.0f} | {row[f'{v}_ratio']:.2f}"
+                                          for v in variants) + f" | {row['share']:.2f} | " +
+              ' | '.join(f"{row[f'{v}_gflop']:.1f} | {row[f'{v}_gflop_per_s']:.0f}"
+                         if f'{v}_gflop' in row else '– | –' for v in variants) + ' |')
     if args.csv:
         write_csv(rows, args.csv)
 

@@ -5,9 +5,18 @@ per scheme. The variants are interleaved (A B C ... A B C ...) after a warm-up,
 and each is reported as the median over repeats and as a ratio to ``NoPE``
 measured in the same run, because absolute times on a shared machine drift.
 
+--kernel-cost also times one global attention call (forward, and forward+backward)
+at the same shape with no logit term, a learned additive bias (SDPA with a mask
+that needs a gradient in training) and a learned multiplicative gain (the
+explicit path). The call's extra time, times the depth, over NoPE's time is
+the ratio the attention kernel alone implies for such a scheme on this device,
+before any cost of building its term: how far below it no implementation on
+these kernels can go, up to timing noise.
+
 Usage:
     python tools/benchmark_pe.py [--device cpu|cuda] [--size 512] [--batch 1]
         [--repeats 7] [--schemes NoPE LaPE ...] [--amp] [--csv out.csv]
+        [--kernel-cost]
 """
 import argparse
 import statistics
@@ -40,6 +49,44 @@ def time_once(model, img, backward: bool, device: str, amp: bool) -> float:
     return time.perf_counter() - start
 
 
+def kernel_cost(model: PEViT, args, nope_s: dict) -> None:
+    """Print one attention call per logit-term kind and the ratios it implies."""
+    n = (args.size // model.patch_size) ** 2
+    head_dim = model.embed_dim // model.num_heads
+    q, k, v = (torch.randn(args.batch, model.num_heads, n, head_dim, device=args.device,
+                           requires_grad=True) for _ in range(3))
+    term = torch.rand(model.num_heads, n, n, device=args.device, requires_grad=True)
+    attend = model.blocks[0].attn._attend  # the model's own kernel choice per term
+    kernels = {'none': lambda t: attend(q, k, v, None, None),
+               'learned additive bias': lambda t: attend(q, k, v, t, None),
+               'learned multiplicative gain': lambda t: attend(q, k, v, None, t)}
+    times = {(name, b): [] for name in kernels for b in (False, True)}
+    for round_ in range(args.warmup + args.repeats):
+        for backward in (False, True):
+            for name, kernel in kernels.items():
+                sync(args.device)
+                start = time.perf_counter()
+                # inference: a term that requires grad would send SDPA down its math path
+                with torch.set_grad_enabled(backward):
+                    out = kernel(term if backward else term.detach())
+                if backward:
+                    out.sum().backward()
+                sync(args.device)
+                if round_ >= args.warmup:
+                    times[name, backward].append(time.perf_counter() - start)
+    med = {key: statistics.median(t) for key, t in times.items()}
+    print(f'\nOne global attention call, B={args.batch} heads={model.num_heads} N={n} '
+          f'd={head_dim}; implied = (NoPE time + depth x extra time of the call) / NoPE time')
+    print('| logit term | forward ms | implied × NoPE | fwd+bwd ms | implied × NoPE |')
+    print('|---|---:|---:|---:|---:|')
+    for name in kernels:
+        cells = []
+        for b in (False, True):
+            extra = model.depth * (med[name, b] - med['none', b])
+            cells += [f'{1e3 * med[name, b]:.2f}', f'{(nope_s[b] + extra) / nope_s[b]:.3f}']
+        print(f'| {name} | ' + ' | '.join(cells) + ' |')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,6 +100,8 @@ def main() -> None:
     parser.add_argument('--amp', action='store_true', help='bf16 autocast')
     parser.add_argument('--schemes', nargs='+', default=schemes, choices=schemes)
     parser.add_argument('--csv', help='also write the table here')
+    parser.add_argument('--kernel-cost', action='store_true',
+                        help='also time the attention kernel per logit-term kind')
     args = parser.parse_args()
     if 'NoPE' not in args.schemes:
         args.schemes.insert(0, 'NoPE')
@@ -88,6 +137,8 @@ def main() -> None:
               f"{r['train_ms']:.1f} | {r['train_ratio']:.3f} |")
     if args.csv:
         write_csv(rows, args.csv)
+    if args.kernel_cost:
+        kernel_cost(models['NoPE'], args, base)
 
 
 if __name__ == '__main__':
