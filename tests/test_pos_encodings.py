@@ -43,16 +43,26 @@ def test_any_grid_forward_backward(scheme, class_token):
                    if p.grad is not None)
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('scheme', SCHEMES)
-def test_autocast_bf16_is_finite_and_close(scheme):
+def test_autocast_is_finite_and_close(scheme, dtype):
     model = vit(scheme).eval()
     img = torch.randn(1, 3, 28, 44)
+    qkv_dtypes = []
+    model.blocks[-1].attn.qkv.register_forward_hook(
+        lambda m, args, out: qkv_dtypes.append(out.dtype))
     with torch.no_grad():
         ref = model(img)
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with torch.autocast('cpu', dtype=dtype):
             low = model(img)
+    assert qkv_dtypes == [torch.float32, dtype]  # the blocks did run in low precision
     assert torch.isfinite(low).all()
     assert torch.allclose(low.float(), ref, atol=0.1, rtol=0.1)
+    with torch.autocast('cpu', dtype=dtype):
+        out = model(img)
+    out.float().square().sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
 @pytest.mark.parametrize('scheme', SCHEMES)

@@ -69,7 +69,8 @@ def test_injector_starts_neutral_so_the_vit_is_undisturbed():
         torch.testing.assert_close(seen[0], vit.forward_blocks(x, state))
 
 
-def test_bf16_autocast_keeps_deformable_attention_in_fp32():
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_autocast_keeps_deformable_attention_in_fp32(dtype):
     model = adapter(embed_dim=64, num_heads=4, deform_num_heads=4, conv_inplane=8).eval()
     img = torch.randn(1, 3, 64, 64)
     dtypes = []
@@ -77,12 +78,17 @@ def test_bf16_autocast_keeps_deformable_attention_in_fp32():
         lambda m, args, out: dtypes.append(out.dtype))
     with torch.no_grad():
         ref = model(img)
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with torch.autocast('cpu', dtype=dtype):
             low = model(img)
     assert dtypes == [torch.float32, torch.float32]
     for a, b in zip(low, ref):
         assert torch.isfinite(a).all()
         assert (a.float() - b).abs().mean() < 0.05 * b.abs().mean()
+    with torch.autocast('cpu', dtype=dtype):
+        outs = model(img)
+    sum(o.float().square().mean() for o in outs).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
 def test_window_attention_is_local_and_handles_padding():
