@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from mmvitpe.models import PEViT
@@ -56,6 +57,19 @@ def test_spsa_matches_official_sp_vit():
     with torch.no_grad():
         torch.testing.assert_close(pe.prior(0, (5, 5)), g['prior'])
         torch.testing.assert_close(attn(g['x'], 0, pe, state), g['out'], atol=1e-5, rtol=1e-4)
+
+
+def test_lape_chain_feeds_each_block_the_norm_of_the_previous_blocks_pe():
+    pe = LaPE(embed_dim=32, num_heads=4, depth=3, pretrain_grid=(4, 4))
+    with torch.no_grad():
+        for p in pe.parameters():
+            p.normal_()
+        tensors = pe.prepare((4, 4), torch.device('cpu'), torch.float32).tensors
+    expected = pe.table.resized((4, 4))
+    for block in range(3):
+        expected = F.layer_norm(expected, (32,), pe.norms[str(block)].weight,
+                                pe.norms[str(block)].bias, eps=1e-6)
+        torch.testing.assert_close(tensors[block], expected)
 
 
 def test_lape_block_matches_official_lape():
@@ -128,6 +142,11 @@ def test_peg_is_timm_twins_posconv_after_block0():
     out = pe.after_block(x, 0, state)
     torch.testing.assert_close(out[:, 1:], ref(x[:, 1:], (3, 4)))
     torch.testing.assert_close(out[:, :1], x[:, :1])
+    # and CPVT's formula itself: tokens + depthwise 3x3 conv of the token map
+    conv = pe.convs['0'].proj[0]
+    grid_map = x[:, 1:].transpose(1, 2).reshape(2, 32, 3, 4)
+    expected = grid_map + F.conv2d(grid_map, conv.weight, conv.bias, padding=1, groups=32)
+    torch.testing.assert_close(out[:, 1:], expected.flatten(2).transpose(1, 2))
     assert torch.equal(pe.after_block(x, 1, state), x)
     # Twins init: N(0, sqrt(2 / 9)) weights, zero bias
     wide = build_pos_encoding(dict(type='PEG'), embed_dim=768, num_heads=12, depth=1)

@@ -44,20 +44,21 @@ def test_any_grid_forward_backward(scheme, class_token):
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize('scheme', SCHEMES)
-def test_autocast_is_finite_and_close(scheme, dtype):
-    model = vit(scheme).eval()
-    img = torch.randn(1, 3, 28, 44)
+@pytest.mark.parametrize('scheme,class_token', list(valid_combinations()))
+def test_autocast_is_finite_and_close(scheme, class_token, dtype):
+    model = vit(scheme, class_token).eval()
     qkv_dtypes = []
     model.blocks[-1].attn.qkv.register_forward_hook(
         lambda m, args, out: qkv_dtypes.append(out.dtype))
-    with torch.no_grad():
-        ref = model(img)
-        with torch.autocast('cpu', dtype=dtype):
-            low = model(img)
-    assert qkv_dtypes == [torch.float32, dtype]  # the blocks did run in low precision
-    assert torch.isfinite(low).all()
-    assert torch.allclose(low.float(), ref, atol=0.1, rtol=0.1)
+    for grid in GRIDS:
+        img = torch.randn(1, 3, grid[0] * 4, grid[1] * 4)
+        with torch.no_grad():
+            ref = model(img)
+            with torch.autocast('cpu', dtype=dtype):
+                low = model(img)
+        assert qkv_dtypes[-2:] == [torch.float32, dtype]  # the blocks ran in low precision
+        assert torch.isfinite(low).all()
+        assert torch.allclose(low.float(), ref, atol=0.1, rtol=0.1)
     with torch.autocast('cpu', dtype=dtype):
         out = model(img)
     out.float().square().sum().backward()
@@ -271,6 +272,44 @@ def test_resized_tables_are_cached_in_inference_and_refreshed_on_load(scheme):
     assert fresh is not first and not torch.equal(fresh, first)
     with torch.enable_grad():
         assert table() is not fresh and table().requires_grad
+
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_inference_memos_follow_the_model_to_another_dtype(scheme):
+    model = vit(scheme).eval()
+    with torch.no_grad():  # values that fp32 rounds, so a stale fp32 memo would show
+        for p in model.pe.parameters():
+            p.normal_()
+    img = torch.randn(1, 3, 28, 44, dtype=torch.float64)
+    with torch.no_grad():
+        model(img.float())  # memos filled in fp32
+        model.double()
+        memoised = model(img)
+    recomputed = model(img).detach()  # autograd on: no memo
+    torch.testing.assert_close(memoised, recomputed, rtol=1e-12, atol=1e-12)
+
+
+def test_factorized_pe_is_a_column_table_then_a_row_table_resized_per_axis():
+    pe = build_pos_encoding(dict(type='FactorizedPE'), embed_dim=8, num_heads=2, depth=1,
+                            pretrain_grid=(3, 4))
+    table = pe.prepare((3, 4), torch.device('cpu'), torch.float32).tensors['pos'].view(3, 4, 8)
+    torch.testing.assert_close(table[2, 1, :4], pe.col_embed[1])  # [X_x ; Y_y]
+    torch.testing.assert_close(table[2, 1, 4:], pe.row_embed[2])
+    wider = pe.prepare((3, 8), torch.device('cpu'), torch.float32).tensors['pos'].view(3, 8, 8)
+    torch.testing.assert_close(wider[:, :, 4:], table[:, :1, 4:].expand(3, 8, 4))  # rows kept
+    assert not torch.allclose(wider[0, :4, :4], table[0, :, :4])  # columns resampled
+
+
+def test_class_token_without_a_table_slot_gets_no_position():
+    """DeiT-III style: the class token takes no PE, the patches do."""
+    model = vit('LearnedPE', class_token=True, pe_args=dict(class_slot=False))
+    assert model.pe.table.weight.shape[1] == 14 * 14
+    img = torch.randn(2, 3, 28, 44)
+    x, state = model.embed(img)
+    torch.testing.assert_close(x[:, 0], model.cls_token[0].expand(2, -1))
+    patches = model.patch_embed(img).flatten(1, 2)
+    torch.testing.assert_close(x[:, 1:] - patches, state.tensors['pos'].expand(2, -1, -1))
+    assert state.tensors['pos'].shape == (1, 7 * 11, 32)
 
 
 def test_lape_family_block_sets_and_input_term():

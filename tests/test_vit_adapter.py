@@ -43,16 +43,20 @@ def test_presets_match_the_original_configs():
 
 @pytest.mark.parametrize('scheme', sorted(POS_ENCODINGS.module_dict))
 def test_every_pe_scheme_runs_forward_backward(scheme):
+    # as the detection configs: windows in some blocks; the final norm carries MPVG's term
     model = adapter(pos_embed=dict(type=scheme), embed_dim=64, num_heads=4,
-                    deform_num_heads=4, conv_inplane=8)
-    img = torch.randn(2, 3, 80, 112)
+                    deform_num_heads=4, conv_inplane=8, vit_final_norm=True,
+                    window_size=3, window_block_indexes=[0, 2])
+    img = torch.randn(2, 3, 75, 101)
     outs = model(img)
-    assert [tuple(o.shape) for o in outs] == expected_shapes(2, 64, 80, 112)
+    assert [tuple(o.shape) for o in outs] == expected_shapes(2, 64, 75, 101)
     sum(o.square().mean() for o in outs).backward()
+    # every parameter is used (DDP without find_unused_parameters relies on it)
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
     for name in ('spm.fc1.weight', 'level_embed', 'interactions.0.injector.gamma',
                  'blocks.3.mlp.fc2.weight', 'up.weight'):
         grad = dict(model.named_parameters())[name].grad
-        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
 def test_injector_starts_neutral_so_the_vit_is_undisturbed():
@@ -152,6 +156,7 @@ def test_pretrained_is_not_loaded_in_init():
     (dict(interaction_indexes=[[0, 1], [3, 3]]), 'must cover blocks 0..3'),
     (dict(class_token=True), 'class_token must be False'),
     (dict(vit_feature_mode='first'), "vit_feature_mode='first'"),
+    (dict(pos_embed=dict(type='MPVG')), 'MPVG adds a term at the final norm.*vit_final_norm'),
 ])
 def test_bad_configuration_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -165,6 +170,22 @@ def test_vit_baseline_pyramid():
     assert model.out_indices == [0, 1, 2, 3]
     with pytest.raises(ValueError, match='out_indices'):
         ViTBaseline(embed_dim=64, depth=4, num_heads=4, out_indices=[0, 1, 5, 3])
+    with pytest.raises(ValueError, match='class_token must be False'):
+        ViTBaseline(embed_dim=64, depth=4, num_heads=4, class_token=True)
+
+
+def test_vit_baseline_levels_stay_aligned_with_the_image():
+    """With window-local tokens, a 64x64 crop gives the whole image's features
+    over the crop at every level (a resized pyramid would not)."""
+    model = ViTBaseline(embed_dim=64, depth=4, num_heads=4, pos_embed=dict(type='NoPE'),
+                        window_size=2, window_block_indexes=[0, 1, 2, 3]).eval()
+    img = torch.randn(1, 3, 100, 140)
+    with torch.no_grad():
+        whole, crop = model(img), model(img[..., :64, :64])
+    assert [tuple(o.shape) for o in whole] == expected_shapes(1, 64, 100, 140)
+    for stride, a, b in zip((4, 8, 16, 32), whole, crop):
+        n = 64 // stride
+        torch.testing.assert_close(a[..., :n, :n], b, msg=f'stride {stride}')
 
 
 def test_layer_decay_groups_follow_the_documented_layer_ids():
@@ -201,11 +222,31 @@ def test_layer_decay_groups_follow_the_documented_layer_ids():
     for name in ('backbone.blocks.0.attn.qkv.bias', 'backbone.blocks.0.norm1.weight',
                  'backbone.pe.tables.0', 'backbone.level_embed'):
         assert wd_of[name] == 0, name
-    with pytest.raises(ValueError, match="takes exactly \\['decay_rate'\\]"):
-        build_optim_wrapper(model, dict(
-            optimizer=dict(type='AdamW', lr=1e-3),
-            constructor='mmvitpe.LayerDecayOptimizerConstructor',
-            paramwise_cfg=dict(layer_decay_rate=0.9)))
+    original_spelling = build_optim_wrapper(model, dict(
+        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+        constructor='mmvitpe.LayerDecayOptimizerConstructor',
+        paramwise_cfg=dict(num_layers=4, layer_decay_rate=0.5)))
+    assert {n: g['lr'] for g in original_spelling.optimizer.param_groups
+            for n in g['param_names']} == lr_of
+    for paramwise_cfg, match in [
+            (dict(layer_decay_rate=0.9, num_layers=12), 'num_layers=12, but the backbone has 4'),
+            (dict(decay_rate=0.9, layer_decay_rate=0.9), 'takes decay_rate, or'),
+            (dict(decay_rate=0.9, decay_mult=0.), "got \\['decay_mult', 'decay_rate'\\]"),
+            (dict(decay_rate=1.5), 'decay_rate=1.5: must be in')]:
+        with pytest.raises(ValueError, match=match):
+            build_optim_wrapper(model, dict(
+                optimizer=dict(type='AdamW', lr=1e-3),
+                constructor='mmvitpe.LayerDecayOptimizerConstructor',
+                paramwise_cfg=paramwise_cfg))
+
+
+def test_pe_parameters_get_the_layer_id_of_where_they_act():
+    model = PEViT(embed_dim=32, depth=4, num_heads=4, pretrain_size=64,
+                  pos_embed=dict(type='MPVG'))
+    layer = {n: model.get_layer_depth(n)[0] for n, _ in model.named_parameters()}
+    assert layer['pe.table.weight'] == 0  # the shared table, as the patch embedding
+    assert (layer['pe.norms.1.weight'], layer['pe.norms.3.bias']) == (2, 4)  # blocks 1, 3
+    assert layer['pe.last_norm_layer.weight'] == layer['norm.weight'] == 5  # the top
 
 
 def test_adapter_inside_real_mask_rcnn_and_upernet():

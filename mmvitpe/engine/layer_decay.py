@@ -11,7 +11,10 @@ with patch embedding / class token / shared PE tables at layer 0, block i at
 layer i + 1, and the adapter, the neck and the heads at the top layer (full
 lr), as in the original ViT-Adapter. No weight decay for 1-D parameters,
 biases and the backbone's ``no_weight_decay()`` names (PE parameters, class
-token, level embeddings).
+token, level embeddings), as the original detection configs ask with
+``custom_keys``. (The original segmentation constructor means to exempt
+``pos_embed`` and ``cls_token`` too, but compares them with prefixed names, so
+there they, and ``level_embed``, are decayed.)
 """
 from typing import List
 
@@ -28,22 +31,33 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     """Use as ``optim_wrapper=dict(constructor='mmvitpe.LayerDecayOptimizerConstructor',
     paramwise_cfg=dict(decay_rate=0.95), ...)``.
 
-    paramwise_cfg keys: ``decay_rate`` (required, in (0, 1]).
+    paramwise_cfg keys: ``decay_rate`` (in (0, 1]), or the original ViT-Adapter
+    spelling ``layer_decay_rate`` with ``num_layers`` (the backbone's depth,
+    checked against it).
     """
-    KEYS = ('decay_rate', )
+    RATE_KEYS = ('decay_rate', 'layer_decay_rate')
+    KEYS = RATE_KEYS + ('num_layers', )
 
     def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
-        unknown = sorted(set(self.paramwise_cfg) - set(self.KEYS))
-        if unknown or 'decay_rate' not in self.paramwise_cfg:
-            raise ValueError(f'{type(self).__name__}: paramwise_cfg takes exactly '
-                             f'{list(self.KEYS)}; got {sorted(self.paramwise_cfg)}')
-        rate = self.paramwise_cfg['decay_rate']
+        cfg = self.paramwise_cfg
+        rate_keys = [k for k in self.RATE_KEYS if k in cfg]
+        if set(cfg) - set(self.KEYS) or len(rate_keys) != 1:
+            raise ValueError(f'{type(self).__name__}: paramwise_cfg takes decay_rate, or '
+                             f'layer_decay_rate with optional num_layers (the original '
+                             f'spelling); got {sorted(cfg)}')
+        rate = cfg[rate_keys[0]]
+        if not 0 < rate <= 1:
+            raise ValueError(f'{rate_keys[0]}={rate}: must be in (0, 1]')
         if is_model_wrapper(module):
             module = module.module
         backbone = getattr(module, 'backbone', module)
         if not hasattr(backbone, 'get_layer_depth'):
             raise TypeError(f'{type(backbone).__name__} has no get_layer_depth(); layer decay '
                             'needs a backbone from mmvitpe (or one that defines it)')
+        depth = backbone.get_layer_depth('')[1] - 2
+        if cfg.get('num_layers', depth) != depth:
+            raise ValueError(f"paramwise_cfg num_layers={cfg['num_layers']}, but the backbone "
+                             f'has {depth} blocks')
         prefix = 'backbone.' if backbone is not module else ''
         no_decay = {prefix + n for n in backbone.no_weight_decay()}
         groups = {}

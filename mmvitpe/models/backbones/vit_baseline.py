@@ -6,7 +6,11 @@ depths and turned into a pyramid by deconvolution / identity / max-pooling
     out = [deconv(deconv(f_1)), deconv(f_2), f_3, maxpool(f_4)] -> norms
 
 Runs on the same PE-pluggable core as :class:`ViTAdapter`, so the two compare
-scheme for scheme. Outputs are resized to ceil(H / stride) for strides 4..32.
+scheme for scheme. Like it, the backbone zero-pads the image to a multiple of
+32 (and of 2 patches) and crops the outputs to ceil(H / stride) for strides
+4..32, so every level stays aligned with the image. A patch size other than 16
+gives pyramid strides patch/4 .. 2*patch; those maps are resized to strides
+4..32 over the padded image.
 """
 import math
 from typing import Optional, Sequence, Tuple
@@ -28,11 +32,16 @@ class ViTBaseline(PEViT):
             the last block of each quarter of the depth).
         norm_cfg: Norm inside the stride-4 branch and on the outputs.
         **kwargs: See :class:`PEViT` (arch, pos_embed, init_cfg/pretrained,
-            window attention, ...).
+            window attention, ...). ``final_norm`` (default False here)
+            passes each read-out through the ViT's final LayerNorm and the
+            PE's final site (MPVG's term) before the pyramid.
     """
 
     def __init__(self, out_indices: Optional[Sequence[int]] = None,
                  norm_cfg: Optional[dict] = None, **kwargs) -> None:
+        if kwargs.get('class_token'):
+            raise ValueError('ViTBaseline works on patch tokens only: class_token must be '
+                             'False (a checkpoint class slot is dropped when loading)')
         kwargs.setdefault('final_norm', False)
         super().__init__(**kwargs)
         quarter = self.depth // 4
@@ -55,19 +64,24 @@ class ViTBaseline(PEViT):
 
     def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
         height, width = img.shape[-2:]
+        multiple = math.lcm(32, 2 * self.patch_size)
+        img = F.pad(img, (0, -width % multiple, 0, -height % multiple))
         x, state = self.embed(img)
         maps, start = [], 0
         for index in self.out_indices:
             x = self.forward_blocks(x, state, start, index + 1)
             start = index + 1
-            maps.append(x.transpose(1, 2).reshape(x.shape[0], self.embed_dim, *state.grid))
+            tokens = self.finalize(x, state)
+            maps.append(tokens.transpose(1, 2).reshape(x.shape[0], self.embed_dim, *state.grid))
         outs = []
         levels = zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps,
                      (self.norm1, self.norm2, self.norm3, self.norm4))
         for i, (fpn, feat, norm) in enumerate(levels):
-            size = (math.ceil(height / 4 / 2 ** i), math.ceil(width / 4 / 2 ** i))
+            stride = 4 * 2 ** i
             feat = fpn(feat)
-            if feat.shape[-2:] != size:  # patch size != 16 or odd grids
-                feat = F.interpolate(feat, size=size, mode='bilinear', align_corners=False)
-            outs.append(norm(feat))
+            padded = (img.shape[-2] // stride, img.shape[-1] // stride)
+            if feat.shape[-2:] != padded:  # patch size != 16
+                feat = F.interpolate(feat, size=padded, mode='bilinear', align_corners=False)
+            feat = norm(feat)
+            outs.append(feat[..., :math.ceil(height / stride), :math.ceil(width / stride)])
         return tuple(outs)

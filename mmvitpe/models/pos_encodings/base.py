@@ -45,6 +45,9 @@ class PEState:
 class PositionalEncoding(BaseModule):
     """Base class of all schemes; every site is the identity.
 
+    A scheme whose ``final`` site does something sets ``acts_at_final_norm``:
+    a model without a final norm must reject it rather than leave it unused.
+
     Args:
         embed_dim: Token width D.
         num_heads: Attention heads per block.
@@ -56,6 +59,8 @@ class PositionalEncoding(BaseModule):
             are stored at this size and resized to other grids at run time.
         init_cfg: mmengine initialisation config.
     """
+
+    acts_at_final_norm: bool = False
 
     def __init__(self,
                  embed_dim: int,
@@ -119,6 +124,13 @@ class PositionalEncoding(BaseModule):
         """
         return None
 
+    def stack_position(self, name: str) -> int:
+        """Where parameter ``name`` (relative to this module) acts, for
+        layer-wise lr decay: -1 before block 0 (shared tables), ``i`` for a
+        per-block parameter (``<dict>.<i>.*``), ``depth`` after the last block."""
+        parts = name.split('.')
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
+
     # ---- helpers shared by the schemes ------------------------------------
     def _block_set(self, blocks: Optional[Sequence[int]], name: str) -> frozenset:
         """Validate a user's block list; None means every block."""
@@ -137,13 +149,15 @@ class PositionalEncoding(BaseModule):
     def _inference_cached(self, key: tuple, compute: Callable[[], Tensor]) -> Tensor:
         """``compute()``, memoised per key while autograd is off (inference).
 
-        Training recomputes every time so gradients flow; the memo is keyed on
-        the parameters' versions, so loading new weights invalidates it.
+        Training recomputes every time so gradients flow. A memo is valid while
+        the parameters are the same tensors, unmodified: loading weights (an
+        in-place copy bumps the version) or ``.to()`` / ``.half()`` (new
+        storage) invalidates it.
         """
         if torch.is_grad_enabled():
             return compute()
         cache = self.__dict__.setdefault('_inference_memo', {})
-        versions = tuple(p._version for p in self.parameters())
+        versions = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in self.parameters())
         hit = cache.get(key)
         if hit is None or hit[0] != versions:
             if len(cache) >= 16:

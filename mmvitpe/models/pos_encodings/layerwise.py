@@ -52,6 +52,15 @@ class LayerwisePE(PositionalEncoding):
         self.last_norm_layer = (nn.LayerNorm(self.embed_dim, eps=norm_eps)
                                 if self.last_norm else None)
 
+    @property
+    def acts_at_final_norm(self) -> bool:
+        return self.last_norm
+
+    def stack_position(self, name: str) -> int:
+        if name.startswith('last_norm_layer.'):
+            return self.depth
+        return super().stack_position(name)
+
     def _chain(self, grid: Grid) -> dict:
         pos = self.table.resized(grid)
         chain = {'pos': pos}

@@ -83,6 +83,6 @@ class RelPosBias(PositionalEncoding):
         if block not in self.blocks:
             return None, None
         table = self.tables[str(block)]
-        bias = self._inference_cached((block, tuple(attn_grid), table.device),
+        bias = self._inference_cached((block, tuple(attn_grid)),
                                       lambda: self._bias(table, attn_grid))
         return pad_prefix(bias, num_prefix, 0.0), None

@@ -7,7 +7,8 @@ Learnable frequencies per block and head: pair m of head h in block l rotates by
 initialised as in RoPE-ViT (timm ``init_random_2d_freqs``): magnitudes
 1 / theta^(4m/d), theta = 10, each head's (fx, fy) rotated by a random angle.
 Parameter ``freqs`` has shape (2, depth, heads, head_dim/2) and belongs in the
-no-weight-decay set. Native at any grid (see rope.py).
+no-weight-decay set; being one tensor for all blocks, layer-wise lr decay
+counts it as a shared table (layer 0). Native at any grid (see rope.py).
 """
 from timm.layers.pos_embed_sincos import init_random_2d_freqs
 from torch import Tensor, nn

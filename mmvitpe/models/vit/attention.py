@@ -71,10 +71,7 @@ class Attention(nn.Module):
         q, k = pe.rotate(qk, block, state).permute(2, 0, 3, 1, 4).unbind(0)
         v = v.squeeze(2).transpose(1, 2)
         num_prefix = n - state.grid[0] * state.grid[1]
-        if self.window_size:
-            if num_prefix:
-                raise ValueError('windowed attention does not support class tokens; '
-                                 'use class_token=False with window_size > 0')
+        if self.window_size:  # no prefix tokens here (PEViT rejects them with windows)
             ws = self.window_size
             (q, padded), (k, _), (v, _) = (window_partition(t, state.grid, ws) for t in (q, k, v))
             attn_grid = (ws, ws)

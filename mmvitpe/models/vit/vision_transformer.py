@@ -144,6 +144,9 @@ class PEViT(BaseModule):
             raise ValueError("global_pool='token' needs class_token=True")
         self.global_pool = global_pool
         self.window_sizes = self._per_block_windows(window_size, window_block_indexes)
+        if class_token and any(self.window_sizes):
+            raise ValueError('windowed attention does not support class tokens; use '
+                             'class_token=False with window_size > 0')
         self.with_cp = with_cp
 
         # dynamic_img_pad: any input size; the last row/column of patches is zero-padded.
@@ -166,6 +169,10 @@ class PEViT(BaseModule):
                   norm_eps=norm_eps, drop=drop_rate, attn_drop=attn_drop_rate)
             for i in range(self.depth)])
         self.norm = nn.LayerNorm(self.embed_dim, eps=norm_eps) if final_norm else None
+        if self.pe.acts_at_final_norm and self.norm is None:
+            raise ValueError(f'{type(self.pe).__name__} adds a term at the final norm, which '
+                             'this model does not apply: set final_norm=True (ViTAdapter: '
+                             'vit_final_norm=True) or pick a scheme without one (e.g. PVG)')
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes else None
 
         # foreign checkpoints arriving through load_state_dict (load_from, resume)
@@ -262,8 +269,9 @@ class PEViT(BaseModule):
 
         Patch embedding, class token and the PE's shared tables are layer 0,
         block i (and the PE parameters that belong to block i, e.g.
-        ``pe.tables.<i>``) is layer i + 1, everything else (adapter, norms) is
-        the top layer ``depth + 1``. Same convention as mmpretrain's ViT.
+        ``pe.tables.<i>``) is layer i + 1, everything else (adapter, norms, a
+        PE term at the final norm) is the top layer ``depth + 1``. Same
+        convention as mmpretrain's ViT.
         """
         num_layers = self.depth + 2
         parts = name.split('.')
@@ -272,8 +280,7 @@ class PEViT(BaseModule):
         if parts[0] == 'blocks':
             return int(parts[1]) + 1, num_layers
         if parts[0] == 'pe':
-            per_block = len(parts) > 2 and parts[2].isdigit()
-            return (int(parts[2]) + 1 if per_block else 0), num_layers
+            return self.pe.stack_position('.'.join(parts[1:])) + 1, num_layers
         return num_layers - 1, num_layers
 
     def no_weight_decay(self) -> set:
