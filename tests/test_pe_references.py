@@ -123,6 +123,17 @@ def test_sincos_matches_mae():
     torch.testing.assert_close(pe.embed(torch.zeros(1, 17, 32), state)[0], g['pos'])
 
 
+def test_sincos_timm_layout_matches_timm_build_sincos2d_pos_embed():
+    from timm.layers import build_sincos2d_pos_embed
+    pe = build_pos_encoding(dict(type='SinCosPE', layout='timm'), embed_dim=32, num_heads=4,
+                            depth=1)
+    table = pe.prepare((3, 5), torch.device('cpu'), torch.float32).tensors['pos'][0]
+    torch.testing.assert_close(table, build_sincos2d_pos_embed([3, 5], 32))
+    with pytest.raises(ValueError, match="layout='vit'; valid: \\('mae', 'timm'\\)"):
+        build_pos_encoding(dict(type='SinCosPE', layout='vit'), embed_dim=32, num_heads=4,
+                           depth=1)
+
+
 def test_sincos_non_square_grid_is_generated_per_axis():
     table = sincos_2d((3, 5), 32).view(3, 5, 32)
     # the first half depends on the column only, the second on the row only
