@@ -82,8 +82,8 @@ def test_original_vit_adapter_whole_detector_through_load_from(tmp_path):
     cfg = g['config']
     backbone = ViTAdapter(
         embed_dim=32, depth=4, num_heads=2, pretrain_size=64, conv_inplane=8, n_points=2,
-        deform_num_heads=2, interaction_indexes=FOUR, drop_path_rate=0.,
-        window_size=cfg['window_size'])
+        deform_num_heads=2, deform_ratio=cfg['deform_ratio'], interaction_indexes=FOUR,
+        drop_path_rate=0., window_size=cfg['window_size'])
 
     class Detector(torch.nn.Module):
         def __init__(self):

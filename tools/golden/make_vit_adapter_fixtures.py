@@ -112,8 +112,10 @@ COMMON_CFG = dict(
 )
 VARIANT_CFG = {
     # block 0: window 3 on the 8x6 token grid -> padded to 9x6 (exercises the padding
-    # path); block 2: window 2 -> 4x3 windows, no padding.
-    "det": dict(window_attn=[True, False, True, False], window_size=[3, None, 2, None]),
+    # path); block 2: window 2 -> 4x3 windows, no padding. deform_ratio 0.5 (the B/L
+    # presets' value projection at half width); seg keeps 1.0.
+    "det": dict(window_attn=[True, False, True, False], window_size=[3, None, 2, None],
+                deform_ratio=0.5),
     "seg": dict(window_attn=[False, False, False, False], window_size=[None, None, None, None]),
 }
 IMG_SHAPE = (1, 3, 128, 96)
