@@ -165,6 +165,20 @@ def test_rope_scores_depend_only_on_offset(scheme):
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
 
 
+@pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed', 'RelPosBias', 'SPSA'])
+def test_relative_schemes_stay_relative_in_windows(scheme):
+    """All blocks windowed (2x2 tokens): cropping one window row off the top
+    leaves every other token's output unchanged, wherever it sits absolutely."""
+    model = vit(scheme, window_size=2, window_block_indexes=(0, 1, 2)).eval()
+    with torch.no_grad():
+        for p in model.pe.parameters():
+            p.normal_()
+        img = torch.randn(1, 3, 4 * 8, 4 * 6)
+        full = model.forward_features(img)[0].view(1, 8, 6, 32)
+        cropped = model.forward_features(img[..., 8:, :])[0].view(1, 6, 6, 32)
+    torch.testing.assert_close(full[:, 2:], cropped)
+
+
 def test_tokens_stay_token_major_through_the_blocks():
     # the patch conv is channel-major; carried into the residual stream, that
     # layout made every norm and linear copy its input
@@ -256,6 +270,10 @@ def test_unknown_scheme_and_argument_errors_name_the_choices():
         vit('LearnedPE', pe_args={'class_slot': True})
     with pytest.raises(ValueError, match="global_pool='token' needs class_token"):
         vit('NoPE', global_pool='token')
+    with pytest.raises(ValueError, match='windowed attention does not support class tokens'):
+        vit('NoPE', class_token=True, window_size=2, window_block_indexes=[1])
+    with pytest.raises(ValueError, match='MPVG adds a term at the final norm.*final_norm=True'):
+        vit('MPVG', final_norm=False)
 
 
 def test_peg_runs_after_the_configured_blocks_only():

@@ -174,6 +174,17 @@ def test_vit_baseline_pyramid():
         ViTBaseline(embed_dim=64, depth=4, num_heads=4, class_token=True)
 
 
+@pytest.mark.parametrize('scheme', sorted(POS_ENCODINGS.module_dict))
+def test_vit_baseline_runs_every_pe_scheme_with_syncbn_on_cpu(scheme):
+    model = ViTBaseline(embed_dim=64, depth=4, num_heads=4, pos_embed=dict(type=scheme),
+                        final_norm=True, norm_cfg=dict(type='SyncBN'), window_size=2,
+                        window_block_indexes=[0, 2])
+    outs = model(torch.randn(2, 3, 75, 101))
+    assert [tuple(o.shape) for o in outs] == expected_shapes(2, 64, 75, 101)
+    sum(o.square().mean() for o in outs).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
 def test_vit_baseline_levels_stay_aligned_with_the_image():
     """With window-local tokens, a 64x64 crop gives the whole image's features
     over the crop at every level (a resized pyramid would not)."""
