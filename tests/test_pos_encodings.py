@@ -125,28 +125,21 @@ def test_logit_terms_depend_only_on_offset(scheme):
     assert term.std() > 0.1
 
 
-def test_relative_bias_layout_matches_the_swin_beit_index():
-    from timm.layers import gen_relative_position_index
-    pe = build_pos_encoding(dict(type='RelPosBias'), embed_dim=32, num_heads=4, depth=1,
-                            pretrain_grid=(5, 7))
-    pe.tables['0'].data.normal_()
-    state = pe.prepare((5, 7), torch.device('cpu'), torch.float32)
-    bias, _ = pe.logit_terms(0, (5, 7), state, 0)
-    index = gen_relative_position_index((5, 7))
-    torch.testing.assert_close(bias, pe.tables['0'][index].permute(2, 0, 1))
-
-
-def test_relative_bias_resized_for_another_window_as_timm_resizes_swin_tables():
+@pytest.mark.parametrize('table_grid', [(5, 7), (4, 4)])
+def test_relative_bias_follows_the_swin_index_and_timm_resizing(table_grid):
+    """At its own grid the table is gathered with Swin/BEiT's index; for another
+    grid it is first resized as timm resizes a (square) Swin table."""
     from timm.layers import gen_relative_position_index
     from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
     pe = build_pos_encoding(dict(type='RelPosBias'), embed_dim=32, num_heads=4, depth=1,
-                            pretrain_grid=(4, 4))
+                            pretrain_grid=table_grid)
     pe.tables['0'].data.normal_()
     state = pe.prepare((5, 7), torch.device('cpu'), torch.float32)
     bias, _ = pe.logit_terms(0, (5, 7), state, 0)
-    table = resize_rel_pos_bias_table_simple(pe.tables['0'].detach(), (5, 7), (9 * 13, 4))
-    expected = table[gen_relative_position_index((5, 7))].permute(2, 0, 1)
-    torch.testing.assert_close(bias, expected)
+    table = pe.tables['0'].detach()
+    if table_grid != (5, 7):
+        table = resize_rel_pos_bias_table_simple(table, (5, 7), (9 * 13, 4))
+    torch.testing.assert_close(bias, table[gen_relative_position_index((5, 7))].permute(2, 0, 1))
 
 
 @pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed'])
