@@ -7,9 +7,9 @@ For a patch at column x and row y, with D4 = D/4 and w_k = 1 / T^(k / D4):
 
 T = 10000. Nothing is learned; the table is generated exactly for any grid
 (no interpolation) and cached per grid. Prefix tokens get zeros, as in MAE.
-'mae' is what MAE (and big_vision's simple ViT) checkpoints were trained with;
-'timm' is timm's ``build_sincos2d_pos_embed`` default, which is why the tables
-are generated here rather than taken from timm.
+'mae' is what MAE checkpoints were trained with. timm's
+``build_sincos2d_pos_embed`` gives only the 'timm' layout, so both are
+generated here.
 """
 from functools import lru_cache
 

@@ -172,7 +172,7 @@ class PEViT(BaseModule):
         if self.pe.acts_at_final_norm and self.norm is None:
             raise ValueError(f'{type(self.pe).__name__} adds a term at the final norm, which '
                              'this model does not apply: set final_norm=True (ViTAdapter: '
-                             'vit_final_norm=True) or pick a scheme without one (e.g. PVG)')
+                             'vit_final_norm=True) or pick a scheme that does not act there')
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes else None
 
         # foreign checkpoints arriving through load_state_dict (load_from, resume)
