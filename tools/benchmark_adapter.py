@@ -34,10 +34,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from timing import timed  # tools/timing.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DET_WINDOWS = [14, 14, 0] * 4  # original detection configs: blocks 2, 5, 8, 11 global
@@ -82,19 +83,18 @@ def current_rss_kb() -> int:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 1024
 
 
+def train_pass(model, call) -> None:
+    """Backward of the sum of means of ``call()``'s output(s); grads then dropped."""
+    out = call()
+    sum(o.float().mean() for o in (out if isinstance(out, (list, tuple)) else [out])).backward()
+    model.zero_grad(set_to_none=True)
+
+
 def step(model, img, backward: bool, device: str) -> float:
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    start = time.perf_counter()
     if backward:
-        sum(o.float().mean() for o in model(img)).backward()
-        model.zero_grad(set_to_none=True)
-    else:
-        with torch.no_grad():
-            model(img)
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+        return timed(lambda: train_pass(model, lambda: model(img)), device)
+    with torch.no_grad():
+        return timed(lambda: model(img), device)
 
 
 PARTS = ('spm', 'vit_blocks', 'injectors', 'extractors')
@@ -139,18 +139,6 @@ def part_calls(model, variant: str, img, layout: str) -> dict:
                 extractors=lambda: [it.extract(c, x, ext, levels) for it in model.interactions])
 
 
-def time_part(model, call, device: str) -> float:
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = call()
-    sum(o.float().mean() for o in (out if isinstance(out, (list, tuple)) else [out])).backward()
-    model.zero_grad(set_to_none=True)
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def worker(args) -> None:
     """Serve timing requests on stdin ('fwd' / 'train' / 'part:NAME'), or measure
     memory once."""
@@ -172,15 +160,17 @@ def worker(args) -> None:
             print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - idle) / 1024, flush=True)
         return
     img = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
-    parts = part_calls(model, args.variant, img, args.layout)
+    parts = {}  # built on the first part request only
     print('ready', flush=True)
     for line in sys.stdin:
-        request = line.strip()
-        if request.startswith('part:'):
-            print(time_part(model, parts[request[5:]], args.device), flush=True)
-        elif request.startswith('flops:'):
+        request, _, part = line.strip().partition(':')
+        if part and not parts:
+            parts.update(part_calls(model, args.variant, img, args.layout))
+        if request == 'part':
+            print(timed(lambda: train_pass(model, parts[part]), args.device), flush=True)
+        elif request == 'flops':
             with FlopCounterMode(display=False) as counter:
-                time_part(model, parts[request[6:]], args.device)
+                train_pass(model, parts[part])
             print(counter.get_total_flops(), flush=True)
         else:
             print(step(model, img, request == 'train', args.device), flush=True)
@@ -293,14 +283,7 @@ def device_name(args) -> str:
 def matmul_gflops(device: str) -> float:
     """This machine's fp32 rate on a 2048^2 matmul: the yardstick for the parts."""
     a = torch.randn(2048, 2048, device=device)
-    rates = []
-    for _ in range(10):
-        start = time.perf_counter()
-        a @ a
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        rates.append(2 * 2048 ** 3 / (time.perf_counter() - start) / 1e9)
-    return max(rates)
+    return max(2 * 2048 ** 3 / timed(lambda: a @ a, device) / 1e9 for _ in range(10))
 
 
 def report_breakdown(variants, times, flops, args) -> None:

@@ -20,7 +20,6 @@ Usage:
 """
 import argparse
 import statistics
-import time
 
 import torch
 from mmengine.utils import ProgressBar
@@ -29,24 +28,16 @@ import mmvitpe  # noqa: F401
 from mmvitpe.models import PEViT
 from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.utils.tables import write_csv
+from timing import timed  # tools/timing.py
 
 
-def sync(device: str) -> None:
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
-def time_once(model, img, backward: bool, device: str, amp: bool) -> float:
-    sync(device)
-    start = time.perf_counter()
+def run_model(model, img, backward: bool, device: str, amp: bool) -> None:
     with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
         if backward:
             model(img).float().sum().backward()
         else:
             with torch.no_grad():
                 model(img)
-    sync(device)
-    return time.perf_counter() - start
 
 
 def kernel_cost(model: PEViT, args, nope_s: dict) -> None:
@@ -60,20 +51,20 @@ def kernel_cost(model: PEViT, args, nope_s: dict) -> None:
     kernels = {'none': lambda t: attend(q, k, v, None, None),
                'learned additive bias': lambda t: attend(q, k, v, t, None),
                'learned multiplicative gain': lambda t: attend(q, k, v, None, t)}
+    def run(kernel, backward: bool) -> None:
+        # inference: a term that requires grad would send SDPA down its math path
+        with torch.set_grad_enabled(backward):
+            out = kernel(term if backward else term.detach())
+        if backward:
+            out.sum().backward()
+
     times = {(name, b): [] for name in kernels for b in (False, True)}
     for round_ in range(args.warmup + args.repeats):
         for backward in (False, True):
             for name, kernel in kernels.items():
-                sync(args.device)
-                start = time.perf_counter()
-                # inference: a term that requires grad would send SDPA down its math path
-                with torch.set_grad_enabled(backward):
-                    out = kernel(term if backward else term.detach())
-                if backward:
-                    out.sum().backward()
-                sync(args.device)
+                t = timed(lambda: run(kernel, backward), args.device)
                 if round_ >= args.warmup:
-                    times[name, backward].append(time.perf_counter() - start)
+                    times[name, backward].append(t)
     med = {key: statistics.median(t) for key, t in times.items()}
     print(f'\nOne global attention call, B={args.batch} heads={model.num_heads} N={n} '
           f'd={head_dim}; implied = (NoPE time + depth x extra time of the call) / NoPE time')
@@ -115,7 +106,8 @@ def main() -> None:
     for round_ in range(args.warmup + args.repeats):
         for backward in (False, True):
             for scheme in args.schemes:
-                t = time_once(models[scheme], img, backward, args.device, args.amp)
+                t = timed(lambda: run_model(models[scheme], img, backward, args.device,
+                                            args.amp), args.device)
                 if round_ >= args.warmup:
                     times[scheme, backward].append(t)
         progress.update()
