@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from mmvitpe.registry import MODELS
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
 from ..vit import PEViT
+from .dense import crop_to_image, pad_to_multiple, reject_class_token, tokens_to_map
 
 # Sizes of the original configs (ref: czczup/ViT-Adapter detection and
 # segmentation configs). ``drop_path_rate`` is the detection/segmentation value.
@@ -91,9 +92,7 @@ class ViTAdapter(PEViT):
             raise ValueError(f'unknown preset {preset!r}; valid: {sorted(ADAPTER_SETTINGS)}')
         if vit_feature_mode not in VIT_FEATURE_MODES:
             raise ValueError(f'vit_feature_mode={vit_feature_mode!r}; valid: {VIT_FEATURE_MODES}')
-        if kwargs.get('class_token'):
-            raise ValueError('ViTAdapter works on patch tokens only: class_token must be False '
-                             '(a checkpoint class slot is dropped when loading)')
+        reject_class_token('ViTAdapter', kwargs)
         settings = dict(ADAPTER_SETTINGS[preset])
         kwargs.setdefault('arch', settings.pop('arch'))
         kwargs.setdefault('drop_path_rate', settings.pop('drop_path_rate'))
@@ -153,13 +152,9 @@ class ViTAdapter(PEViT):
     def no_weight_decay(self) -> set:
         return super().no_weight_decay() | {'level_embed'}
 
-    def _to_map(self, tokens: Tensor, shape: Tuple[int, int]) -> Tensor:
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], self.embed_dim, *shape)
-
     def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
-        height, width = img.shape[-2:]
-        multiple = math.lcm(32, self.patch_size)
-        img = F.pad(img, (0, -width % multiple, 0, -height % multiple))
+        image_size = tuple(img.shape[-2:])
+        img = pad_to_multiple(img, math.lcm(32, self.patch_size))
 
         c1, c2, c3, c4 = self.spm(img)
         levels = [tuple(t.shape[-2:]) for t in (c2, c3, c4)]
@@ -177,20 +172,18 @@ class ViTAdapter(PEViT):
             vit_tokens.append(x)
 
         sizes = [n[0] * n[1] for n in levels]
-        c2, c3, c4 = (self._to_map(t, s) for t, s in zip(c.split(sizes, dim=1), levels))
+        c2, c3, c4 = (tokens_to_map(t, s) for t, s in zip(c.split(sizes, dim=1), levels))
         c1 = self.up(c2) + c1
         pyramid = [c1, c2, c3, c4]
         if self.vit_feature_mode is not None:
             if self.vit_feature_mode == 'last':
                 vit_tokens = vit_tokens[-1:] * 4
             for i, tokens in enumerate(vit_tokens):
-                vit_map = self._to_map(self.finalize(tokens, state), state.grid)
+                vit_map = tokens_to_map(self.finalize(tokens, state), state.grid)
                 pyramid[i] = pyramid[i] + F.interpolate(
                     vit_map, size=pyramid[i].shape[-2:], mode='bilinear', align_corners=False)
         outs = []
         norms = (self.norm1, self.norm2, self.norm3, self.norm4)
         for i, (feat, norm) in enumerate(zip(pyramid, norms)):
-            stride = 4 * 2 ** i
-            feat = norm(feat)
-            outs.append(feat[..., :math.ceil(height / stride), :math.ceil(width / stride)])
+            outs.append(crop_to_image(norm(feat), image_size, stride=4 * 2 ** i))
         return tuple(outs)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
 from ..vit import PEViT
+from .dense import crop_to_image, pad_to_multiple, reject_class_token, tokens_to_map
 
 
 @MODELS.register_module()
@@ -39,9 +40,7 @@ class ViTBaseline(PEViT):
 
     def __init__(self, out_indices: Optional[Sequence[int]] = None,
                  norm_cfg: Optional[dict] = None, **kwargs) -> None:
-        if kwargs.get('class_token'):
-            raise ValueError('ViTBaseline works on patch tokens only: class_token must be '
-                             'False (a checkpoint class slot is dropped when loading)')
+        reject_class_token('ViTBaseline', kwargs)
         kwargs.setdefault('final_norm', False)
         super().__init__(**kwargs)
         quarter = self.depth // 4
@@ -63,16 +62,14 @@ class ViTBaseline(PEViT):
             build_norm_layer(norm_cfg, dim)[1] for _ in range(4))
 
     def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
-        height, width = img.shape[-2:]
-        multiple = math.lcm(32, 2 * self.patch_size)
-        img = F.pad(img, (0, -width % multiple, 0, -height % multiple))
+        image_size = tuple(img.shape[-2:])
+        img = pad_to_multiple(img, math.lcm(32, 2 * self.patch_size))
         x, state = self.embed(img)
         maps, start = [], 0
         for index in self.out_indices:
             x = self.forward_blocks(x, state, start, index + 1)
             start = index + 1
-            tokens = self.finalize(x, state)
-            maps.append(tokens.transpose(1, 2).reshape(x.shape[0], self.embed_dim, *state.grid))
+            maps.append(tokens_to_map(self.finalize(x, state), state.grid))
         outs = []
         levels = zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps,
                      (self.norm1, self.norm2, self.norm3, self.norm4))
@@ -82,6 +79,5 @@ class ViTBaseline(PEViT):
             padded = (img.shape[-2] // stride, img.shape[-1] // stride)
             if feat.shape[-2:] != padded:  # patch size != 16
                 feat = F.interpolate(feat, size=padded, mode='bilinear', align_corners=False)
-            feat = norm(feat)
-            outs.append(feat[..., :math.ceil(height / stride), :math.ceil(width / stride)])
+            outs.append(crop_to_image(norm(feat), image_size, stride))
         return tuple(outs)

@@ -1,0 +1,31 @@
+"""What the dense backbones share: patch tokens only, and any input size.
+
+The image is zero-padded at the bottom/right to a size every level divides, and
+each output level is cropped back to the part covering the real image, so the
+levels stay aligned with it.
+"""
+import math
+from typing import Tuple
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def reject_class_token(backbone: str, kwargs: dict) -> None:
+    if kwargs.get('class_token'):
+        raise ValueError(f'{backbone} works on patch tokens only: class_token must be False '
+                         '(a checkpoint class slot is dropped when loading)')
+
+
+def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
+    height, width = img.shape[-2:]
+    return F.pad(img, (0, -width % multiple, 0, -height % multiple))
+
+
+def crop_to_image(feat: Tensor, image_size: Tuple[int, int], stride: int) -> Tensor:
+    return feat[..., :math.ceil(image_size[0] / stride), :math.ceil(image_size[1] / stride)]
+
+
+def tokens_to_map(tokens: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """(B, H*W, D) patch tokens -> (B, D, H, W), a view (channels-last strides)."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
