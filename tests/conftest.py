@@ -1,22 +1,5 @@
-import os
-
 import pytest
 import torch
-
-class RunsCode:
-    """Unpickling this would run a shell command: used to check refusals."""
-
-    def __reduce__(self):
-        return (os.system, ('echo pwned',))
-
-
-FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
-
-
-def rotate_head_major(pe, q, k, block, state):
-    """``pe.rotate`` for q, k given (and returned) as (B, heads, N, head_dim)."""
-    qk = pe.rotate(torch.stack([q, k], 2).transpose(1, 3), block, state)
-    return qk.transpose(1, 3).unbind(2)
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import get_installed_path
 
 import mmvitpe
-from conftest import RunsCode
+from helpers import RunsCode
 from mmvitpe.utils.safe_load import allow_mmengine_checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -17,7 +17,7 @@ from mmvitpe.models.pos_encodings import (LaPE, RoPEAxial, RoPEMixed, SinCosPE, 
 from mmvitpe.models.pos_encodings.sincos import sincos_2d
 from mmvitpe.models.vit import Attention, Block
 
-from conftest import FIXTURES, rotate_head_major
+from helpers import FIXTURES, rotate_head_major
 
 
 def golden(name):

@@ -7,7 +7,7 @@ from mmvitpe.models import PEViT
 from mmvitpe.models.pos_encodings import SPSA, build_pos_encoding
 from mmvitpe.registry import POS_ENCODINGS
 
-from conftest import rotate_head_major
+from helpers import rotate_head_major
 
 SCHEMES = sorted(POS_ENCODINGS.module_dict)
 REAL_SCHEMES = [s for s in SCHEMES if s != 'NoPE']
@@ -24,7 +24,7 @@ def vit(scheme, class_token=False, pe_args=None, **kw):
 def valid_combinations():
     for scheme in SCHEMES:
         for class_token in (False, True):
-            if scheme == 'MPVG' and class_token:
+            if class_token and not POS_ENCODINGS.module_dict[scheme].supports_class_token:
                 continue
             yield scheme, class_token
 

@@ -305,7 +305,7 @@ def test_adapter_inside_real_mask_rcnn_and_upernet():
 def test_converted_original_weights_reproduce_the_original_outputs(layout, mode):
     """Golden outputs of czczup/ViT-Adapter (tools/golden/make_vit_adapter_fixtures.py)."""
     import os
-    from conftest import FIXTURES
+    from helpers import FIXTURES
     from mmvitpe.weights import load_pretrained
     g = torch.load(os.path.join(FIXTURES, 'golden', f'vit_adapter_{layout}.pt'),
                    weights_only=True)

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from conftest import FIXTURES, RunsCode
+from helpers import FIXTURES, RunsCode
 from mmvitpe.models import PEViT, ViTAdapter
 from mmvitpe.weights import CheckpointError, load_pretrained, read_state_dict, remap
 

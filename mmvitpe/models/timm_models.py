@@ -51,5 +51,5 @@ def _register(arch: str, scheme: str, class_token: bool) -> None:
 for _arch in ('tiny', 'small', 'base'):
     for _scheme in sorted(POS_ENCODINGS.module_dict):
         _register(_arch, _scheme, class_token=False)
-        if _scheme != 'MPVG':
+        if POS_ENCODINGS.module_dict[_scheme].supports_class_token:
             _register(_arch, _scheme, class_token=True)

@@ -47,6 +47,8 @@ class PositionalEncoding(BaseModule):
 
     A scheme whose ``final`` site does something sets ``acts_at_final_norm``:
     a model without a final norm must reject it rather than leave it unused.
+    A scheme defined without a class token (MPVG) sets ``supports_class_token``
+    to False and rejects one at construction.
 
     Args:
         embed_dim: Token width D.
@@ -61,6 +63,7 @@ class PositionalEncoding(BaseModule):
     """
 
     acts_at_final_norm: bool = False
+    supports_class_token: bool = True
 
     def __init__(self,
                  embed_dim: int,

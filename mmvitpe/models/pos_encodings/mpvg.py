@@ -24,6 +24,7 @@ class MPVG(LayerwisePE):
     first_block = 1
     add_to_input = True
     last_norm = True
+    supports_class_token = False
 
     def __init__(self, class_slot: Optional[bool] = None, **kwargs) -> None:
         if kwargs.get('num_prefix_tokens', 0):
