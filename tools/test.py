@@ -9,6 +9,7 @@
 them under the run's timestamped folder).
 """
 import argparse
+import copy
 import os
 
 from mmengine.config import ConfigDict
@@ -18,7 +19,6 @@ from mmengine.runner import Runner
 import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
 from mmvitpe.apis import (add_common_args, close_distributed, init_cpu_distributed,
                           parse_common_args, prepare_config, task_of)
-from mmvitpe.apis.launch import flip_tta_pipeline
 
 
 def parse_args():
@@ -36,6 +36,9 @@ def parse_args():
     return parse_common_args(parser)
 
 
+# mmdet's and mmseg's own tools/test.py do the next two steps in script-level code
+# (trigger_visualization_hook, an inline TTA default) that their packages do not
+# expose as an API, so they are restated here for both codebases.
 def enable_drawing(cfg, args, task: str) -> None:
     """Draw predictions; --show-dir is relative to the work dir for both codebases."""
     hooks = cfg.default_hooks
@@ -47,6 +50,18 @@ def enable_drawing(cfg, args, task: str) -> None:
     elif args.show_dir:
         cfg.visualizer.save_dir = os.path.join(cfg.work_dir, args.show_dir)
         hooks.visualization.interval = 1
+
+
+def flip_tta_pipeline(test_pipeline: list) -> list:
+    """mmdet's default test-time augmentation: the test pipeline with h-flip."""
+    pipeline = copy.deepcopy(test_pipeline)
+    pipeline[-1] = dict(
+        type='TestTimeAug',
+        transforms=[[dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                    [dict(type='PackDetInputs',
+                          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                     'scale_factor', 'flip', 'flip_direction'))]])
+    return pipeline
 
 
 def apply_tta(cfg, task: str) -> None:
