@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from mmvitpe.utils.validation import check_block_list
+
 Grid = Tuple[int, int]
 
 
@@ -136,14 +138,8 @@ class PositionalEncoding(BaseModule):
 
     # ---- helpers shared by the schemes ------------------------------------
     def _block_set(self, blocks: Optional[Sequence[int]], name: str) -> frozenset:
-        """Validate a user's block list; None means every block."""
-        if blocks is None:
-            return frozenset(range(self.depth))
-        bad = [b for b in blocks if not 0 <= b < self.depth]
-        if bad:
-            raise ValueError(f'{type(self).__name__}: {name}={list(blocks)} names blocks '
-                             f'{bad} outside 0..{self.depth - 1}')
-        return frozenset(blocks)
+        """Validate a user's block list; None means every block, [] is refused."""
+        return check_block_list(type(self).__name__, name, blocks, self.depth)
 
     def _split_prefix(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         n = self.num_prefix_tokens

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_size_pair
 from .base import Grid, PEState, PositionalEncoding, expand_relative_table, pad_prefix
 
 
@@ -40,7 +41,8 @@ class RelPosBias(PositionalEncoding):
                  table_grid: Optional[Grid] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.blocks = sorted(self._block_set(blocks, 'blocks'))
-        self.table_grid = tuple(table_grid or self.pretrain_grid)
+        self.table_grid = (tuple(self.pretrain_grid) if table_grid is None
+                           else check_size_pair('RelPosBias', 'table_grid', table_grid))
         h, w = self.table_grid
         self.tables = nn.ParameterDict({
             str(b): nn.Parameter(torch.zeros((2 * h - 1) * (2 * w - 1), self.num_heads))

@@ -14,6 +14,7 @@ from timm.layers.pos_embed_sincos import init_random_2d_freqs
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_positive
 from .rope import RotaryPE
 
 
@@ -28,6 +29,7 @@ class RoPEMixed(RotaryPE):
 
     def __init__(self, theta: float = 10.0, **kwargs) -> None:
         super().__init__(**kwargs)
+        theta = check_positive('RoPEMixed', 'theta', theta)
         self.freqs = nn.Parameter(init_random_2d_freqs(
             self.head_dim, self.depth, self.num_heads, temperature=theta))
 
