@@ -19,7 +19,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from mmvitpe.apis import (ConfigOptionError, add_common_args, apply_resume_policy,
                           check_cfg_options, check_resume_fits, read_training_checkpoint)
 from mmvitpe.models import PEViT, ViTAdapter, ViTBaseline
-from mmvitpe.weights import CheckpointError, read_state_dict
+from mmvitpe.weights import CheckpointError, read_state_dict, remap
 from test_training import REPO, SEG, demo_data, run, seg_options, train_cmd  # noqa: F401
 
 TWO = [[0, 0], [1, 1]]
@@ -399,3 +399,23 @@ def test_test_py_refuses_a_checkpoint_that_does_not_fit_unless_asked(trained, de
     assert '--no-strict' in out.stderr and 'mIoU' not in out.stdout + out.stderr
     lenient = run(cmd + ['--no-strict'])
     assert 'mIoU' in lenient.stdout + lenient.stderr
+
+
+AMBIGUOUS_GRIDS = [(3, 5), (4, 2), (4, 6), (7, 9)]  # 1 + h*w is a perfect square
+
+
+@pytest.mark.parametrize('grid', AMBIGUOUS_GRIDS, ids=[f'{h}x{w}' for h, w in AMBIGUOUS_GRIDS])
+@pytest.mark.parametrize('name', ['LearnedPE', 'LaPE', 'PVG', 'MPVG'])
+def test_table_with_a_class_slot_at_the_models_grid_is_read_as_such(name, grid):
+    """1 + h*w entries at this model's grid: slot + this grid, not a square grid
+    without a slot (that misreading loaded a resized table and passed strict)."""
+    model = PEViT(embed_dim=32, depth=2, num_heads=4, pretrain_size=(16 * grid[0], 16 * grid[1]),
+                  pos_embed=dict(type=name))
+    table = torch.randn(1, 1 + grid[0] * grid[1], 32)
+    mapped, _ = remap({'pos_embed': table}, model)
+    torch.testing.assert_close(mapped['pe.table.weight'], table[:, 1:])
+    with_slot = PEViT(embed_dim=32, depth=2, num_heads=4, class_token=True,
+                      pretrain_size=(16 * grid[0], 16 * grid[1]),
+                      pos_embed=dict(type='LaPE' if name == 'MPVG' else name))
+    mapped, _ = remap({'pos_embed': table}, with_slot)  # this model's own layout, exactly
+    torch.testing.assert_close(mapped['pe.table.weight'], table)
