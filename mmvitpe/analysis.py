@@ -10,9 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.pos_encodings import RelPosBias, RotaryPE, SPSA
-from .models.pos_encodings.base import relative_offsets
-
 
 def pearson(a: Tensor, b: Tensor) -> float:
     """Pearson correlation of two tensors' entries (same numel)."""
@@ -33,7 +30,8 @@ def token_and_pe_per_layer(model: nn.Module, img: Tensor) -> List[Dict[str, Tens
     x, state = model.embed(img)
     prefix = model.num_prefix_tokens
     patches = x.shape[1] - prefix
-    input_pe = state.tensors.get('pos')
+    input_pe = model.pe.embed(torch.zeros_like(x[:1]), state)
+    input_pe = input_pe if input_pe.abs().amax() > 0 else None
     layers = []
     for block in model.blocks:
         tokens = block.norm1(x)
@@ -75,28 +73,18 @@ def cosine_similarity_maps(table: Tensor, grid: Tuple[int, int],
 
 @torch.no_grad()
 def relative_maps(model: nn.Module, grid: Tuple[int, int]) -> Dict[str, Tensor]:
-    """Per block, the (heads, 2h-1, 2w-1) map over relative offsets: SP-SA's
-    multiplicative prior (SP-ViT Fig. 1b, key minus query) or the additive
-    bias table (Swin layout). Rows run over dy, columns over dx, from -(h-1)
-    and -(w-1) up; SP-SA is evaluated at ``grid``, tables at their own size."""
-    pe, (h, w) = model.pe, grid
-    if isinstance(pe, SPSA):
-        offsets = relative_offsets((h, w), torch.device('cpu'))
-        return {f'block{b}': pe.priors[str(b)](offsets).view(pe.num_heads, 2 * h - 1, 2 * w - 1)
-                for b in pe.blocks}
-    if isinstance(pe, RelPosBias):
-        th, tw = pe.table_grid
-        return {f'block{b}': pe.tables[str(b)].t().reshape(pe.num_heads, 2 * th - 1, 2 * tw - 1)
-                for b in pe.blocks}
-    return {}
+    """Per block, the (heads, 2h-1, 2w-1) map over relative offsets of the
+    scheme's learned relative term ({} for schemes without one; see
+    ``PositionalEncoding.relative_maps``)."""
+    return model.pe.relative_maps(tuple(grid))
 
 
 def rope_frequency_rows(model: nn.Module) -> List[dict]:
-    """RoPE frequencies per block, head and channel pair: |f|, direction."""
-    pe = model.pe
-    if not isinstance(pe, RotaryPE):
+    """Rotary frequencies per block, head and channel pair: |f|, direction."""
+    freqs = model.pe.frequencies()
+    if freqs is None:
         return []
-    freqs = pe.frequencies().detach()  # (2, depth|1, heads|1, d/2)
+    freqs = freqs.detach()  # (2, depth|1, heads|1, pairs)
     rows = []
     for b in range(freqs.shape[1]):
         for h in range(freqs.shape[2]):
@@ -138,47 +126,3 @@ def complexity(model: nn.Module, img: Tensor) -> dict:
     return dict(params=sum(p.numel() for p in model.parameters()),
                 pe_params=sum(p.numel() for p in model.pe.parameters()),
                 gflops=counter.get_total_flops() / 1e9)
-
-
-# ---- helpers for the command-line tools ---------------------------------------
-def backbone_from_config(config: str, checkpoint: str = None, cfg_options: dict = None,
-                         pos_embed: dict = None) -> nn.Module:
-    """The config's backbone (optionally with another PE), weights from a
-    checkpoint (whole model or backbone; any layout :mod:`mmvitpe.weights` reads)."""
-    from mmengine.config import Config
-
-    from .registry import MODELS
-    from .weights import backbone_part, load_pretrained, read_state_dict
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    backbone = dict(cfg.model.backbone)
-    for key in ('init_cfg', 'pretrained'):
-        backbone.pop(key, None)
-    if pos_embed is not None:
-        backbone['pos_embed'] = pos_embed
-    model = MODELS.build(backbone)
-    if checkpoint:
-        load_pretrained(model, backbone_part(read_state_dict(checkpoint)), strict=False)
-    return model.eval()
-
-
-def load_images(directory: str, size: int, count: int = 4) -> Tensor:
-    """Up to ``count`` images of a directory, resized, ImageNet-normalised
-    (B, 3, size, size); random noise when no directory is given."""
-    import glob
-    import os
-
-    import cv2
-    if not directory:
-        return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(0))
-    paths = sorted(p for p in glob.glob(os.path.join(directory, '*'))
-                   if p.lower().endswith(('.jpg', '.jpeg', '.png')))[:count]
-    if not paths:
-        raise FileNotFoundError(f'no .jpg/.png images in {directory}')
-    mean, std = torch.tensor([123.675, 116.28, 103.53]), torch.tensor([58.395, 57.12, 57.375])
-    imgs = []
-    for path in paths:
-        rgb = cv2.cvtColor(cv2.resize(cv2.imread(path), (size, size)), cv2.COLOR_BGR2RGB)
-        imgs.append((torch.from_numpy(rgb).float() - mean) / std)
-    return torch.stack(imgs).permute(0, 3, 1, 2).contiguous()

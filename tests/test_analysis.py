@@ -1,6 +1,7 @@
 """The analysis library and its command-line tools."""
 import csv
 import os
+import re
 import subprocess
 import sys
 
@@ -142,3 +143,26 @@ def test_adapter_benchmark_breakdown_accounts_for_the_whole_step(tmp_path):
     assert all(0 < ms[part] < ms['full step']
                for part in ('spm', 'vit_blocks', 'injectors', 'extractors'))
     assert all(float(r['ours:LearnedPE_gflop']) > 0 for r in rows[:4])
+
+
+SMOKE = {'tools/benchmark_pe.py': ['--size', '64', '--repeats', '1', '--warmup', '0'],
+         'tools/benchmark_adapter.py': ['--size', '64', '--batch', '1', '--memory-size', '64',
+                                        '--repeats', '1', '--warmup', '0']}
+
+
+def readme_benchmark_commands():
+    """The benchmark commands the README prints (without the original's checkout,
+    which CI does not have)."""
+    with open(os.path.join(REPO, 'README.md')) as f:
+        text = f.read()
+    commands = []
+    for tool, args in re.findall(r'python (tools/benchmark_\w+\.py)([^`]*)`', text):
+        commands.append([tool, *re.sub(r'--original <[^>]*>', '', args).split()])
+    return commands
+
+
+def test_the_readme_benchmark_commands_run(tmp_path):
+    commands = readme_benchmark_commands()
+    assert {c[0] for c in commands} == set(SMOKE) and len(commands) >= 3
+    for command in commands:
+        _run_tool([*command, *SMOKE[command[0]]], tmp_path)

@@ -64,12 +64,12 @@ def test_lape_chain_feeds_each_block_the_norm_of_the_previous_blocks_pe():
     with torch.no_grad():
         for p in pe.parameters():
             p.normal_()
-        tensors = pe.prepare((4, 4), torch.device('cpu'), torch.float32).tensors
+        chain = pe.prepare((4, 4), torch.device('cpu'), torch.float32).per_block
     expected = pe.table.resized((4, 4))
     for block in range(3):
         expected = F.layer_norm(expected, (32,), pe.norms[str(block)].weight,
                                 pe.norms[str(block)].bias, eps=1e-6)
-        torch.testing.assert_close(tensors[block], expected)
+        torch.testing.assert_close(chain[block], expected)
 
 
 def test_lape_block_matches_official_lape():
@@ -83,7 +83,7 @@ def test_lape_block_matches_official_lape():
     pe.table.weight.data.copy_(g['pos'])
     with torch.no_grad():
         state = pe.prepare((4, 4), torch.device('cpu'), torch.float32)
-        torch.testing.assert_close(state.tensors[0], g['out_pos'])
+        torch.testing.assert_close(state.per_block[0], g['out_pos'])
         torch.testing.assert_close(block(g['x'], pe, state), g['out_x'], atol=1e-5, rtol=1e-4)
 
 

@@ -8,7 +8,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from helpers import FIXTURES, RunsCode
 from mmvitpe.models import PEViT, ViTAdapter
-from mmvitpe.weights import CheckpointError, load_pretrained, read_state_dict, remap
+from mmvitpe.weights import (CheckpointError, IncompatibleCheckpointError, load_pretrained,
+                             read_state_dict, remap)
 
 FOUR = [[0, 0], [1, 1], [2, 2], [3, 3]]
 
@@ -67,7 +68,7 @@ def test_strict_mode_names_unexplained_keys():
     sd = deit().state_dict()
     sd['blocks.0.attn.mystery'] = torch.zeros(3)
     del sd['blocks.1.mlp.fc1.weight']
-    with pytest.raises(KeyError) as err:
+    with pytest.raises(IncompatibleCheckpointError) as err:
         load_pretrained(small_adapter(), sd, strict=True)
     assert 'blocks.0.attn.mystery' in str(err.value) and 'blocks.1.mlp.fc1.weight' in str(err.value)
     report = load_pretrained(small_adapter(), sd, strict=False)
@@ -173,6 +174,48 @@ def test_scheme_conversion_from_learned_pe(target):
     else:
         assert 'pos_embed' in report.dropped
         assert all(k in report.new for k in own)
+
+
+def test_a_new_scheme_brings_its_foreign_layout_in_its_own_class():
+    """A scheme with foreign keys is its class plus its registry entry: the generic
+    walk routes its keys to it, and other schemes drop them naming its layout."""
+    import re
+
+    from torch import nn
+
+    from mmvitpe.models.pos_encodings import PositionalEncoding
+    from mmvitpe.registry import POS_ENCODINGS
+
+    class ScaledInputPE(PositionalEncoding):
+        foreign_keys = re.compile(r'^other_codebase\.pe_scale$')
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.scale = nn.Parameter(torch.ones(self.embed_dim))
+
+        def convert_foreign(self, key, value):
+            return {'scale': value.flatten()}
+
+    POS_ENCODINGS.register_module(module=ScaledInputPE)
+    try:
+        sd = {**deit(class_token=False).state_dict(), 'other_codebase.pe_scale': torch.rand(1, 64)}
+        model = small_adapter('ScaledInputPE')
+        report = load_pretrained(model, sd, strict=True)
+        torch.testing.assert_close(model.pe.scale, sd['other_codebase.pe_scale'][0])
+        assert 'pe.scale' in report.loaded
+        report = load_pretrained(small_adapter('LearnedPE'), sd, strict=True)
+        assert report.dropped['other_codebase.pe_scale'] == (
+            'PE tensor that LearnedPE does not use (layout of ScaledInputPE)')
+    finally:
+        POS_ENCODINGS.module_dict.pop('ScaledInputPE')
+
+
+def test_a_tensor_two_keys_load_into_is_an_error():
+    sd = deit(class_token=False).state_dict()
+    sd['pe.table.weight'] = torch.zeros(1, 16, 64)
+    with pytest.raises(IncompatibleCheckpointError, match='pos_embed and pe.table.weight both '
+                       'load into pe.table.weight|pe.table.weight and pos_embed both load'):
+        remap(sd, small_adapter())
 
 
 def test_neutral_schemes_start_from_deit_unchanged():

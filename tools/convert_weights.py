@@ -15,12 +15,13 @@ import argparse
 import sys
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.utils import track_iter_progress
 
 import mmvitpe  # noqa: F401
-from mmvitpe.registry import MODELS
-from mmvitpe.weights import backbone_part, load_pretrained, read_state_dict
+from mmvitpe.apis import backbone_from_config
+from mmvitpe.weights import (IncompatibleCheckpointError, backbone_part, load_pretrained,
+                             read_state_dict)
 
 
 def main() -> None:
@@ -33,25 +34,19 @@ def main() -> None:
     parser.add_argument('--no-strict', action='store_true',
                         help='write the checkpoint even if the report has unexplained keys')
     args = parser.parse_args()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    backbone_cfg = dict(cfg.model.backbone)
-    backbone_cfg.pop('init_cfg', None)
-    backbone_cfg.pop('pretrained', None)
-    backbone = MODELS.build(backbone_cfg)
+    backbone = backbone_from_config(args.config, args.cfg_options)
 
     print(f'reading {args.src}', flush=True)
     state = backbone_part(read_state_dict(args.src), source=args.src)
     try:
         report = load_pretrained(backbone, state, strict=not args.no_strict)
-    except KeyError as e:
-        sys.exit(str(e.args[0]))
+    except IncompatibleCheckpointError as e:
+        sys.exit(str(e))
     print(report.table())
     converted = {}
     for key, value in track_iter_progress(list(backbone.state_dict().items())):
         converted['backbone.' + key] = value.detach().clone().contiguous()
-    meta = dict(source=args.src, config=args.config, backbone=backbone_cfg['type'],
+    meta = dict(source=args.src, config=args.config, backbone=type(backbone).__name__,
                 pos_embed=type(backbone.pe).__name__, report=report.table())
     torch.save({'state_dict': converted, 'meta': meta}, args.out)
     print(f'\nwrote {args.out}')

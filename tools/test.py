@@ -12,6 +12,7 @@ backbone translates count); --no-strict evaluates it anyway.
 them under the run's timestamped folder).
 """
 import argparse
+import copy
 import os
 
 from mmengine.config import ConfigDict
@@ -22,7 +23,6 @@ import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
 from mmvitpe.apis import (CheckpointFitHook, add_common_args, check_test_fits, close_distributed,
                           exit_on_bad_input, init_cpu_distributed, parse_common_args,
                           prepare_config, task_of)
-from mmvitpe.apis.launch import flip_tta_pipeline
 
 
 def parse_args():
@@ -43,6 +43,9 @@ def parse_args():
     return parse_common_args(parser)
 
 
+# mmdet's and mmseg's own tools/test.py do the next two steps in script-level code
+# (trigger_visualization_hook, an inline TTA default) that their packages do not
+# expose as an API, so they are restated here for both codebases.
 def enable_drawing(cfg, args, task: str) -> None:
     """Draw predictions; --show-dir is relative to the work dir for both codebases."""
     hooks = cfg.default_hooks
@@ -54,6 +57,18 @@ def enable_drawing(cfg, args, task: str) -> None:
     elif args.show_dir:
         cfg.visualizer.save_dir = os.path.join(cfg.work_dir, args.show_dir)
         hooks.visualization.interval = 1
+
+
+def flip_tta_pipeline(test_pipeline: list) -> list:
+    """mmdet's default test-time augmentation: the test pipeline with h-flip."""
+    pipeline = copy.deepcopy(test_pipeline)
+    pipeline[-1] = dict(
+        type='TestTimeAug',
+        transforms=[[dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                    [dict(type='PackDetInputs',
+                          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                     'scale_factor', 'flip', 'flip_direction'))]])
+    return pipeline
 
 
 def apply_tta(cfg, task: str) -> None:

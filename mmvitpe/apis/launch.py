@@ -5,7 +5,6 @@ codebase is decided here from the config's ``default_scope``.
 """
 import argparse
 import contextlib
-import copy
 import difflib
 import inspect
 import os
@@ -209,14 +208,3 @@ def close_distributed() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
-
-def flip_tta_pipeline(test_pipeline: list) -> list:
-    """mmdet's default test-time augmentation: the test pipeline with h-flip."""
-    pipeline = copy.deepcopy(test_pipeline)
-    pipeline[-1] = dict(
-        type='TestTimeAug',
-        transforms=[[dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
-                    [dict(type='PackDetInputs',
-                          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                                     'scale_factor', 'flip', 'flip_direction'))]])
-    return pipeline

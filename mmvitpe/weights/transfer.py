@@ -2,8 +2,9 @@
 
 :func:`remap` turns a source state dict (timm/DeiT, MAE, BEiT, the original
 ViT-Adapter, LaPE, SP-ViT, CPVT/Twins, rope-vit, or mmvitpe itself) into this
-model's keys. Generic ViT renames live here; everything positional is asked of
-the model's PE scheme (``PositionalEncoding.convert_foreign``), so weights
+model's keys. It is the generic walk only: which foreign keys exist and how
+they convert is known by the module that owns the parameters (the ViT core,
+the spatial prior module, each PE scheme; see ``ownership.py``). So weights
 trained with scheme A load into scheme B: shared tensors load, B's own
 parameters keep their (neutral where the scheme has one) initialisation, and
 A-only tensors are reported as dropped.
@@ -12,21 +13,17 @@ It serves every loading path: ``init_cfg=dict(type='Pretrained')`` (via
 ``PEViT.init_weights``), ``load_from`` and ``--resume`` (via a state-dict
 pre-hook on the backbone), and ``tools/convert_weights.py``.
 """
-import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-import torch
 from torch import Tensor, nn
 
-# Source keys that only classification models have.
-CLASSIFIER_KEYS = re.compile(r'^(head|head_dist|fc_norm|pre_logits|dist_token)(\.|$)')
-# Source keys that belong to some PE scheme (claimed by the model's scheme or dropped).
-PE_KEYS = re.compile(r'(^pos_embed$|^freqs$|^rel_pos_bias\.|^pos_block\.|\.pe_norm\.|'
-                     r'\.attn\.(w1\.|w2$|b2$)|relative_position_(bias_table|index)$)')
-# Renames between the original ViT-Adapter (or BEiT layer scale) and mmvitpe.
-_STEM_CONV = {'0': '0', '3': '1', '6': '2'}
-_STEM_NORM = {'1': '0', '4': '1', '7': '2'}
+from .ownership import Claim, ForeignWeights
+from .reader import CheckpointError
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """A strict load found tensors it cannot place or weights the model needs."""
 
 
 @dataclass
@@ -59,79 +56,72 @@ class LoadReport:
         return '\n'.join(f'{name:<{width}} | {count:>5} | {text}' for name, count, text in rows)
 
 
-def _rename(key: str, norm: str) -> str:
-    """Generic ViT / original ViT-Adapter renames (no-ops on mmvitpe keys)."""
-    key = re.sub(r'^blocks\.(\d+)\.gamma_?([12])$', r'blocks.\1.ls\2.gamma', key)
-    m = re.match(r'^spm\.stem\.(\d)\.(weight|bias|running_mean|running_var|num_batches_tracked)$',
-                 key)
-    if m and m.group(1) in _STEM_CONV:
-        return f'spm.stem.{_STEM_CONV[m.group(1)]}.conv.{m.group(2)}'
-    if m and m.group(1) in _STEM_NORM:
-        return f'spm.stem.{_STEM_NORM[m.group(1)]}.{norm}.{m.group(2)}'
-    m = re.match(r'^spm\.conv([234])\.([01])\.(.+)$', key)
-    if m:
-        return f'spm.conv{m.group(1)}.{"conv" if m.group(2) == "0" else norm}.{m.group(3)}'
-    return key
+def _owners(model: nn.Module) -> List[Tuple[str, ForeignWeights]]:
+    """(prefix, module) of every weight owner in ``model``, deepest first."""
+    owners = [(name + '.' if name else '', m) for name, m in model.named_modules()
+              if isinstance(m, ForeignWeights)]
+    return sorted(owners, key=lambda o: -o[0].count('.'))
 
 
-def _merge_split_qkv(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """SP-ViT's separate ``attn.qk`` and ``attn.v`` projections -> one ``attn.qkv``."""
-    state = dict(state)
-    for key in [k for k in state if k.endswith('.attn.qk.weight')]:
-        base = key[:-len('qk.weight')]
-        if base + 'v.weight' in state:
-            state[base + 'qkv.weight'] = torch.cat([state.pop(key), state.pop(base + 'v.weight')])
-            if base + 'qk.bias' in state and base + 'v.bias' in state:
-                state[base + 'qkv.bias'] = torch.cat([state.pop(base + 'qk.bias'),
-                                                      state.pop(base + 'v.bias')])
-    return state
+def _claim(owners, key: str, value: Tensor) -> Tuple[str, Claim]:
+    """The one owner's claim on a source tensor (prefix, claim), or ('', None)."""
+    claims = [(prefix, type(owner).__name__, claim) for prefix, owner in owners
+              for claim in [owner.claim_foreign(key, value, prefix)] if claim is not None]
+    if len(claims) > 1:
+        names = ', '.join(f'{name} at {prefix or "the root"!r}' for prefix, name, _ in claims)
+        raise IncompatibleCheckpointError(f'{key}: claimed by more than one part of the model '
+                                          f'({names}); a tensor can feed only one')
+    return (claims[0][0], claims[0][2]) if claims else ('', None)
 
 
 def remap(state: Dict[str, Tensor], model: nn.Module) -> Tuple[Dict[str, Tensor], LoadReport]:
     """Source tensors (keys relative to the ViT) -> ``model``'s keys, with a report.
 
-    ``model`` is a :class:`~mmvitpe.models.PEViT` or a backbone built on it.
+    Keys already in ``model``'s layout load as they are. Every other key is
+    offered to the model's weight owners (:class:`ForeignWeights`): the one
+    that claims it converts it, or says why it is dropped; a key nobody
+    claims is unexpected. Parameters left unloaded are missing when their
+    owner requires them from a checkpoint, else newly initialised.
     """
     targets = model.state_dict()
-    spm = getattr(model, 'spm', None)
-    norm = spm.stem[0].norm_name if spm is not None else 'bn'
-    report, out = LoadReport(), {}
-    for key, value in _merge_split_qkv(state).items():
-        if key in targets and key.startswith('pe.'):
-            claimed = {key: value}  # mmvitpe's own PE keys
-        elif PE_KEYS.search(key):
-            claimed = model.pe.convert_foreign(key, value)
-            if not claimed:
-                report.dropped[key] = (f'PE tensor that {type(model.pe).__name__} '
-                                       'does not use')
-                continue
-            claimed = {'pe.' + k: v for k, v in claimed.items()}
-        elif key == 'cls_token' and model.cls_token is None:
-            report.dropped[key] = 'this model has no class token'
-            continue
-        elif CLASSIFIER_KEYS.match(key) or (key.startswith('norm.') and model.norm is None):
-            report.dropped[key] = 'classification head / final norm, unused here'
-            continue
+    owners = _owners(model)
+    for prefix, owner in owners:
+        state = owner.merge_foreign(state, prefix)
+    report, out, source_of = LoadReport(), {}, {}
+    for key, value in state.items():
+        if key in targets:
+            prefix, claim = '', Claim({key: value})
         else:
-            claimed = {_rename(key, norm): value}
-        for target, tensor in claimed.items():
+            prefix, claim = _claim(owners, key, value)
+        if claim is None:
+            report.unexpected.append(key)
+            continue
+        if not claim.tensors:
+            report.dropped[key] = claim.dropped
+            continue
+        for name, tensor in claim.tensors.items():
+            target = prefix + name
             if target not in targets:
                 report.unexpected.append(key)
                 continue
+            if target in source_of:
+                raise IncompatibleCheckpointError(
+                    f'{source_of[target]} and {key} both load into {target}: the checkpoint '
+                    'holds it twice; remove one of them')
             if tensor.shape != targets[target].shape:
-                raise ValueError(f'{key} -> {target}: shape {tuple(tensor.shape)} does not fit '
-                                 f'{tuple(targets[target].shape)}')
+                raise IncompatibleCheckpointError(
+                    f'{key} -> {target}: shape {tuple(tensor.shape)} does not fit '
+                    f'{tuple(targets[target].shape)}')
             if tensor.shape != value.shape:
                 report.resized[target] = f'{tuple(value.shape)} -> {tuple(tensor.shape)}'
             else:
                 report.loaded.append(target)
-            out[target] = tensor
-    vit_core = re.compile(r'^(patch_embed\.|blocks\.\d+\.(norm|attn\.(qkv|proj)|mlp)\.)')
+            out[target], source_of[target] = tensor, key
     for key in targets:
-        if key in out:
-            continue
-        core = vit_core.match(key) and not key.endswith('attn.qkv.bias')
-        (report.missing if core else report.new).append(key)
+        if key not in out:
+            prefix, owner = next(((p, o) for p, o in owners if key.startswith(p)), ('', None))
+            required = owner is not None and owner.requires_checkpoint(key[len(prefix):])
+            (report.missing if required else report.new).append(key)
     return out, report
 
 
@@ -141,18 +131,21 @@ def load_pretrained(model: nn.Module, state: Dict[str, Tensor], strict: bool = T
 
     Args:
         strict: Fail on anything unexplained: source tensors with no place in
-            the model, or ViT core weights the source lacks. Adapter parts,
-            PE parameters of the model's own scheme and layer scales are
-            expected to be new and never fail.
+            the model, or weights the model's parts require from a checkpoint
+            (the ViT core's). Adapter parts, PE parameters of the model's own
+            scheme and layer scales may start new and never fail.
 
     Raises:
-        KeyError: in strict mode, naming the unexplained keys.
+        IncompatibleCheckpointError: in strict mode, naming the unexplained keys.
     """
     mapped, report = remap(state, model)
     if strict and not report.ok:
-        raise KeyError(f'strict load into {type(model).__name__} failed:\n'
-                       f'unexpected (no place in the model): {report.unexpected}\n'
-                       f'missing (ViT weights the checkpoint lacks): {report.missing}\n'
-                       'pass strict=False in init_cfg to load anyway')
+        lines = [f'strict load into {type(model).__name__} failed:']
+        if report.unexpected:
+            lines.append(f'  unexpected (no place in the model): {", ".join(report.unexpected)}')
+        if report.missing:
+            lines.append(f'  missing (weights the checkpoint lacks): {", ".join(report.missing)}')
+        lines.append("  pass strict=False (init_cfg) or --no-strict to load anyway")
+        raise IncompatibleCheckpointError('\n'.join(lines))
     model.load_state_dict(mapped, strict=False)
     return report

@@ -8,11 +8,11 @@ Writes complexity.csv (preset, scheme, params, pe_params, gflops) and complexity
 """
 import matplotlib.pyplot as plt
 import torch
-from common import output, parser
+from common import load_backbone, output, parser
 from mmengine.utils import ProgressBar
 
 import mmvitpe  # noqa: F401
-from mmvitpe.analysis import backbone_from_config, complexity
+from mmvitpe.analysis import complexity
 from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.utils.tables import write_csv
 
@@ -28,7 +28,7 @@ def main() -> None:
     for preset in args.presets:
         for scheme in args.schemes:
             options = dict(args.cfg_options or {}, **{'model.backbone.preset': preset})
-            model = backbone_from_config(args.config, None, options, pos_embed=dict(type=scheme))
+            model = load_backbone(args.config, None, options, pos_embed=dict(type=scheme))
             rows.append(dict(preset=preset, scheme=scheme, **complexity(model, img)))
             progress.update()
     write_csv(rows, output(args, 'complexity.csv'))

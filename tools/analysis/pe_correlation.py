@@ -8,19 +8,18 @@ pe_heatmaps.png. The PE of a layer is what the scheme adds to that layer's
 normalised tokens (LaPE/PVG/MPVG), or the input PE for schemes that act once.
 """
 import matplotlib.pyplot as plt
-from common import output, parser
+from common import load_backbone, load_images, output, parser
 from mmengine.utils import track_iter_progress
 
 import mmvitpe  # noqa: F401
-from mmvitpe.analysis import (backbone_from_config, correlation_rows, load_images,
-                              token_and_pe_per_layer)
+from mmvitpe.analysis import correlation_rows, token_and_pe_per_layer
 from mmvitpe.utils.tables import write_csv
 
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    model = backbone_from_config(args.config, args.checkpoint, args.cfg_options)
-    layers = token_and_pe_per_layer(model, load_images(args.images, args.size))
+    model = load_backbone(args.config, args.checkpoint, args.cfg_options)
+    layers = token_and_pe_per_layer(model, load_images(args, args.size))
     rows = correlation_rows(layers)
     write_csv(rows, output(args, 'pe_correlation.csv'))
     scheme = type(model.pe).__name__

@@ -11,12 +11,12 @@
 import math
 
 import matplotlib.pyplot as plt
-from common import output, parser
+from common import load_backbone, output, parser
 from mmengine.utils import track_iter_progress
 
 import mmvitpe  # noqa: F401
-from mmvitpe.analysis import (absolute_table, backbone_from_config, cosine_similarity_maps,
-                              relative_maps, rope_frequency_rows)
+from mmvitpe.analysis import (absolute_table, cosine_similarity_maps, relative_maps,
+                              rope_frequency_rows)
 from mmvitpe.utils.tables import write_csv
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument('--grid', type=int, default=14, help='grid side for the maps')
     args = p.parse_args()
-    model = backbone_from_config(args.config, args.checkpoint, args.cfg_options)
+    model = load_backbone(args.config, args.checkpoint, args.cfg_options)
     for tool in (similarity, relative, rope):
         tool(model, args)
     print(f'wrote the applicable maps for {type(model.pe).__name__} to {args.out}')

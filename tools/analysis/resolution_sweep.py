@@ -12,11 +12,11 @@ With a dataset, the metric itself is measured by tools/test.py with
 --cfg-options changing the test resize.
 """
 import matplotlib.pyplot as plt
-from common import output, parser
+from common import load_backbone, load_images, output, parser
 from mmengine.utils import ProgressBar
 
 import mmvitpe  # noqa: F401
-from mmvitpe.analysis import backbone_from_config, load_images, resolution_sweep
+from mmvitpe.analysis import resolution_sweep
 from mmvitpe.utils.tables import write_csv
 
 
@@ -26,11 +26,11 @@ def main() -> None:
     p.add_argument('--sizes', nargs='+', type=int, default=[160, 224, 320, 448])
     p.add_argument('--reference', type=int, default=224)
     args = p.parse_args()
-    img = load_images(args.images, args.reference, count=2)
+    img = load_images(args, args.reference, count=2)
     rows = []
     progress = ProgressBar(len(args.schemes))
     for scheme in args.schemes:
-        model = backbone_from_config(args.config, args.checkpoint, args.cfg_options,
+        model = load_backbone(args.config, args.checkpoint, args.cfg_options,
                                      pos_embed=dict(type=scheme))
         rows += [dict(scheme=scheme, **r)
                  for r in resolution_sweep(model, img, args.sizes, args.reference)]

@@ -5,10 +5,13 @@ each output level is cropped back to the part covering the real image, so the
 levels stay aligned with it.
 """
 import math
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+# strides of the four output levels, as mmdet's FPN and mmseg's UperNet expect
+OUT_STRIDES = (4, 8, 16, 32)
 
 
 def reject_class_token(backbone: str, kwargs: dict) -> None:
@@ -29,3 +32,11 @@ def crop_to_image(feat: Tensor, image_size: Tuple[int, int], stride: int) -> Ten
 def tokens_to_map(tokens: Tensor, grid: Tuple[int, int]) -> Tensor:
     """(B, H*W, D) patch tokens -> (B, D, H, W), a view (channels-last strides)."""
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
+
+
+def normed_outputs(pyramid: Sequence[Tensor], norms: Sequence[nn.Module],
+                   image_size: Tuple[int, int]) -> Tuple[Tensor, ...]:
+    """Each level through its output norm, then cropped to the image (norm
+    first: the statistics of BN/GN see the same padded maps in every backbone)."""
+    return tuple(crop_to_image(norm(feat), image_size, stride)
+                 for feat, norm, stride in zip(pyramid, norms, OUT_STRIDES))

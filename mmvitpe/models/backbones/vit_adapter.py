@@ -23,8 +23,9 @@ from mmvitpe.registry import MODELS
 from mmvitpe.utils.validation import (check_dict, check_int, check_int_list, check_positive,
                                       check_real)
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
+from ..layers.deformable_attention import DeformableAttention
 from ..vit import PEViT
-from .dense import crop_to_image, pad_to_multiple, reject_class_token, tokens_to_map
+from .dense import OUT_STRIDES, normed_outputs, pad_to_multiple, reject_class_token, tokens_to_map
 
 # Sizes of the original configs (ref: czczup/ViT-Adapter detection and
 # segmentation configs). ``drop_path_rate`` is the detection/segmentation value.
@@ -99,10 +100,10 @@ class ViTAdapter(PEViT):
         kwargs.setdefault('arch', settings.pop('arch'))
         kwargs.setdefault('drop_path_rate', settings.pop('drop_path_rate'))
         kwargs.setdefault('layer_scale_init_value', 1.0)  # the original's layer scale
-        kwargs.setdefault('final_norm', vit_final_norm)
-        if kwargs['final_norm'] != vit_final_norm:
-            raise ValueError('set vit_final_norm, not final_norm, on ViTAdapter')
-        super().__init__(with_cp=with_cp, **kwargs)
+        if 'final_norm' in kwargs:
+            raise TypeError('ViTAdapter takes vit_final_norm (the ViT tokens\' norm before '
+                            'the pyramid), not final_norm')
+        super().__init__(with_cp=with_cp, final_norm=vit_final_norm, **kwargs)
         self.interaction_indexes = self._check_interactions(
             settings['interaction_indexes'] if interaction_indexes is None
             else interaction_indexes)
@@ -164,7 +165,7 @@ class ViTAdapter(PEViT):
         """The original's init of the adapter parts (the ViT keeps its own)."""
         for module in [self.spm, self.interactions, self.up]:
             for m in module.modules():
-                if isinstance(m, nn.Linear) and not hasattr(m, 'im2col_step'):
+                if isinstance(m, nn.Linear):
                     trunc_normal_(m.weight, std=0.02)
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
@@ -174,7 +175,7 @@ class ViTAdapter(PEViT):
                     if m.bias is not None:
                         m.bias.data.zero_()
         for m in self.interactions.modules():
-            if hasattr(m, 'im2col_step'):  # deformable attention: Deformable-DETR init
+            if isinstance(m, DeformableAttention):  # Deformable-DETR init, over the above
                 m.init_weights()
         nn.init.normal_(self.level_embed)
 
@@ -183,7 +184,7 @@ class ViTAdapter(PEViT):
 
     def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
         image_size = tuple(img.shape[-2:])
-        img = pad_to_multiple(img, math.lcm(32, self.patch_size))
+        img = pad_to_multiple(img, math.lcm(OUT_STRIDES[-1], self.patch_size))
 
         c1, c2, c3, c4 = self.spm(img)
         levels = [tuple(t.shape[-2:]) for t in (c2, c3, c4)]
@@ -206,13 +207,11 @@ class ViTAdapter(PEViT):
         pyramid = [c1, c2, c3, c4]
         if self.vit_feature_mode is not None:
             if self.vit_feature_mode == 'last':
-                vit_tokens = vit_tokens[-1:] * 4
-            for i, tokens in enumerate(vit_tokens):
-                vit_map = tokens_to_map(self.finalize(tokens, state), state.grid)
-                pyramid[i] = pyramid[i] + F.interpolate(
-                    vit_map, size=pyramid[i].shape[-2:], mode='bilinear', align_corners=False)
-        outs = []
-        norms = (self.norm1, self.norm2, self.norm3, self.norm4)
-        for i, (feat, norm) in enumerate(zip(pyramid, norms)):
-            outs.append(crop_to_image(norm(feat), image_size, stride=4 * 2 ** i))
-        return tuple(outs)
+                vit_maps = [tokens_to_map(self.finalize(vit_tokens[-1], state), state.grid)] * 4
+            else:
+                vit_maps = [tokens_to_map(self.finalize(t, state), state.grid) for t in vit_tokens]
+            pyramid = [feat + F.interpolate(vit_map, size=feat.shape[-2:], mode='bilinear',
+                                            align_corners=False)
+                       for feat, vit_map in zip(pyramid, vit_maps)]
+        return normed_outputs(pyramid, (self.norm1, self.norm2, self.norm3, self.norm4),
+                              image_size)

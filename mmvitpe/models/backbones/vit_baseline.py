@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from mmvitpe.registry import MODELS
 from mmvitpe.utils.validation import check_dict, check_int_list
 from ..vit import PEViT
-from .dense import crop_to_image, pad_to_multiple, reject_class_token, tokens_to_map
+from .dense import OUT_STRIDES, normed_outputs, pad_to_multiple, reject_class_token, tokens_to_map
 
 
 @MODELS.register_module()
@@ -66,21 +66,20 @@ class ViTBaseline(PEViT):
 
     def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
         image_size = tuple(img.shape[-2:])
-        img = pad_to_multiple(img, math.lcm(32, 2 * self.patch_size))
+        img = pad_to_multiple(img, math.lcm(OUT_STRIDES[-1], 2 * self.patch_size))
         x, state = self.embed(img)
         maps, start = [], 0
         for index in self.out_indices:
             x = self.forward_blocks(x, state, start, index + 1)
             start = index + 1
             maps.append(tokens_to_map(self.finalize(x, state), state.grid))
-        outs = []
-        levels = zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps,
-                     (self.norm1, self.norm2, self.norm3, self.norm4))
-        for i, (fpn, feat, norm) in enumerate(levels):
-            stride = 4 * 2 ** i
+        pyramid = []
+        for fpn, feat, stride in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps,
+                                     OUT_STRIDES):
             feat = fpn(feat)
             padded = (img.shape[-2] // stride, img.shape[-1] // stride)
             if feat.shape[-2:] != padded:  # patch size != 16
                 feat = F.interpolate(feat, size=padded, mode='bilinear', align_corners=False)
-            outs.append(crop_to_image(norm(feat), image_size, stride))
-        return tuple(outs)
+            pyramid.append(feat)
+        return normed_outputs(pyramid, (self.norm1, self.norm2, self.norm3, self.norm4),
+                              image_size)

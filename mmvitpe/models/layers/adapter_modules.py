@@ -4,6 +4,7 @@ Names follow the original implementation (czczup/ViT-Adapter) so that its
 checkpoints map over by renaming only. Unlike the original, nothing assumes a
 patch size of 16, a 1:4:16 token ratio between the levels, or SyncBN.
 """
+import re
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -12,6 +13,7 @@ from mmcv.cnn import ConvModule
 from timm.layers import DropPath
 from torch import Tensor, nn
 
+from mmvitpe.weights.ownership import Claim, ForeignWeights
 from .deformable_attention import DeformableAttention
 
 Shape = Tuple[int, int]
@@ -167,7 +169,7 @@ class InteractionBlock(nn.Module):
         return c
 
 
-class SpatialPriorModule(nn.Module):
+class SpatialPriorModule(ForeignWeights, nn.Module):
     """Conv stem giving the spatial prior at strides 4, 8, 16 and 32.
 
     stem: 3 conv3x3 (first stride 2) + max-pool -> c1; conv2..conv4: stride-2
@@ -198,9 +200,29 @@ class SpatialPriorModule(nn.Module):
         self.fc3 = nn.Conv2d(4 * inplanes, embed_dim, 1)
         self.fc4 = nn.Conv2d(4 * inplanes, embed_dim, 1)
 
+    # the original's plain Sequentials: stem (conv, norm, ReLU) x 3 + pool, convK (conv, norm, ReLU)
+    _ORIGINAL_STEM = {'0': ('0', 'conv'), '1': ('0', 'norm'), '3': ('1', 'conv'),
+                      '4': ('1', 'norm'), '6': ('2', 'conv'), '7': ('2', 'norm')}
+
+    def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
+        """The original ViT-Adapter's ``stem.<i>.*`` / ``conv<k>.<0|1>.*`` keys."""
+        if not prefix or not key.startswith(prefix):
+            return None
+        name = key[len(prefix):]
+        norm = self.stem[0].norm_name
+        m = re.match(r'^stem\.(\d)\.(.+)$', name)
+        if m and m.group(1) in self._ORIGINAL_STEM:
+            index, part = self._ORIGINAL_STEM[m.group(1)]
+            return Claim({f'stem.{index}.{"conv" if part == "conv" else norm}.{m.group(2)}': value})
+        m = re.match(r'^conv([234])\.([01])\.(.+)$', name)
+        if m:
+            return Claim({f'conv{m.group(1)}.{"conv" if m.group(2) == "0" else norm}.'
+                          f'{m.group(3)}': value})
+        return None
+
     def forward(self, img: Tensor) -> List[Tensor]:
-        # channels-last convs: forward+backward of this stem 1.4-1.8x faster on CPU
-        # (1 and 2 threads, measured); the maps then flatten to tokens without a copy
+        # channels-last: the faster conv layout on CPU (README, benchmark notes), and
+        # the maps then flatten to tokens without a copy
         c1 = self.stem(img.contiguous(memory_format=torch.channels_last))
         c2 = self.conv2(c1)
         c3 = self.conv3(c2)

@@ -16,17 +16,22 @@ final norm          ``y = pe.final(norm(x), state)``
 ==================  ==========================================================
 
 Every site is the identity here; a scheme overrides the one or two it acts at.
+A scheme also owns its weights' foreign layouts (``foreign_keys`` and
+``convert_foreign``) and the views the analysis tools draw (``relative_maps``,
+``frequencies``).
 """
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, Dict, Optional, Pattern, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.utils.validation import check_block_list
+from mmvitpe.weights.ownership import Claim, ForeignWeights
 
 Grid = Tuple[int, int]
 
@@ -37,14 +42,17 @@ class PEState:
 
     Attributes:
         grid: (rows, cols) of the patch-token grid.
-        tensors: scheme-specific tensors, e.g. the resized table or the
-            per-block PE chain of LaPE.
+        tensors: scheme-wide tensors by name: e.g. the resized table
+            ``'pos'``, or RoPE's rotations (a tuple, one per block or one shared).
+        per_block: tensors for one block each, by block index, e.g. LaPE's
+            chain ``LN'_l(pos)``.
     """
     grid: Grid
-    tensors: Dict[str, object] = field(default_factory=dict)
+    tensors: Dict[str, Union[Tensor, Tuple[Tensor, ...]]] = field(default_factory=dict)
+    per_block: Dict[int, Tensor] = field(default_factory=dict)
 
 
-class PositionalEncoding(BaseModule):
+class PositionalEncoding(ForeignWeights, BaseModule):
     """Base class of all schemes; every site is the identity.
 
     A scheme whose ``final`` site does something sets ``acts_at_final_norm``:
@@ -66,6 +74,9 @@ class PositionalEncoding(BaseModule):
 
     acts_at_final_norm: bool = False
     supports_class_token: bool = True
+    # source keys (relative to the ViT) of this scheme's tensors in released
+    # checkpoints; ``convert_foreign`` translates them
+    foreign_keys: ClassVar[Optional[Pattern]] = None
 
     def __init__(self,
                  embed_dim: int,
@@ -115,18 +126,44 @@ class PositionalEncoding(BaseModule):
 
     # ---- weight transfer ---------------------------------------------------
     def convert_foreign(self, key: str, value: Tensor) -> Optional[Dict[str, Tensor]]:
-        """Translate a positional tensor of another codebase into this scheme.
+        """Translate a tensor matching ``foreign_keys`` into this scheme.
 
         Args:
             key: The source key relative to the ViT, e.g. ``pos_embed`` or
-                ``blocks.3.pe_norm.weight`` (see ``weights/transfer.py``).
+                ``blocks.3.pe_norm.weight``.
             value: The source tensor.
 
         Returns:
             ``{key relative to this module: tensor}`` (resized if needed), or
-            None when this scheme has no use for the tensor (it is then
-            reported as dropped).
+            None when this instance has no use for it (e.g. a block it does
+            not act in); the tensor is then reported as dropped.
         """
+        return None
+
+    def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
+        """This scheme's tensors, converted; any other scheme's, dropped."""
+        name = type(self).__name__
+        if self.foreign_keys is not None and self.foreign_keys.search(key):
+            converted = self.convert_foreign(key, value)
+            return Claim(converted) if converted else Claim({}, f'PE tensor that {name} '
+                                                                'does not use')
+        owners = sorted(other for other, scheme in POS_ENCODINGS.module_dict.items()
+                        if scheme.foreign_keys is not None and scheme.foreign_keys.search(key))
+        if owners:
+            return Claim({}, f'PE tensor that {name} does not use (layout of '
+                             f'{", ".join(owners)})')
+        return None
+
+    # ---- what the analysis tools draw -----------------------------------------
+    def relative_maps(self, grid: Grid) -> Dict[str, Tensor]:
+        """Per block, a (heads, 2h-1, 2w-1) map over relative offsets (rows: dy,
+        columns: dx, from -(h-1) and -(w-1) up) of a learned relative term at
+        ``grid`` or at the scheme's own table size; {} for schemes without one."""
+        return {}
+
+    def frequencies(self) -> Optional[Tensor]:
+        """(2, depth or 1, heads or 1, pairs): x and y rotation frequency of each
+        channel pair, for rotary schemes; None otherwise."""
         return None
 
     def stack_position(self, name: str) -> int:

@@ -14,7 +14,7 @@ PE, whether ``pos`` is also added to the input, and whether a last LayerNorm of
 ``pos`` is added after the final norm: see lape.py, pvg.py, mpvg.py.
 """
 import re
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
@@ -37,7 +37,7 @@ class LayerwisePE(PositionalEncoding):
     """
     first_block: int = 0          # default receiving blocks: first_block..depth-1
     add_to_input: bool = False    # x_0 = patches + pos
-    last_norm: bool = False       # y = LN(x) + LN'_last(pos)
+    acts_at_final_norm = False    # y = LN(x) + LN'_last(pos)
 
     def __init__(self, blocks: Optional[Sequence[int]] = None,
                  class_slot: Optional[bool] = None, interpolation: str = 'bicubic',
@@ -53,30 +53,25 @@ class LayerwisePE(PositionalEncoding):
         self.norms = nn.ModuleDict({str(b): nn.LayerNorm(self.embed_dim, eps=norm_eps)
                                     for b in self.blocks})
         self.last_norm_layer = (nn.LayerNorm(self.embed_dim, eps=norm_eps)
-                                if self.last_norm else None)
-
-    @property
-    def acts_at_final_norm(self) -> bool:
-        return self.last_norm
+                                if self.acts_at_final_norm else None)
 
     def stack_position(self, name: str) -> int:
         if name.startswith('last_norm_layer.'):
             return self.depth
         return super().stack_position(name)
 
-    def _chain(self, grid: Grid) -> dict:
-        pos = self.table.resized(grid)
-        chain = {'pos': pos}
+    def _chain(self, grid: Grid) -> Tuple[Tensor, Dict[int, Tensor]]:
+        pos = table = self.table.resized(grid)
+        chain = {}
         for b in self.blocks:
             pos = self.norms[str(b)](pos)
             chain[b] = pos
-        return chain
+        return table, chain
 
     def prepare(self, grid: Grid, device, dtype) -> PEState:
-        state = PEState(tuple(grid))
-        state.tensors = self._inference_cached((state.grid, device, dtype),
-                                               lambda: self._chain(state.grid))
-        return state
+        grid = tuple(grid)
+        table, chain = self._inference_cached((grid, device, dtype), lambda: self._chain(grid))
+        return PEState(grid, tensors={'pos': table}, per_block=chain)
 
     def _add(self, x: Tensor, pos: Tensor) -> Tensor:
         return add_to_tokens(x, pos, self.num_prefix_tokens, self.table.num_slots)
@@ -85,11 +80,13 @@ class LayerwisePE(PositionalEncoding):
         return self._add(x, state.tensors['pos']) if self.add_to_input else x
 
     def attention_input(self, x: Tensor, block: int, state: PEState) -> Tensor:
-        pos = state.tensors.get(block)
+        pos = state.per_block.get(block)
         return x if pos is None else self._add(x, pos)
 
+    # any ViT's table, and LaPE's per-block LayerNorms
+    foreign_keys = re.compile(r'^(pos_embed|blocks\.\d+\.pe_norm\.(weight|bias))$')
+
     def convert_foreign(self, key, value):
-        """``pos_embed`` (any ViT) and LaPE's per-block ``blocks.<i>.pe_norm.*``."""
         if key == 'pos_embed':
             return {'table.weight': self.table.fit_checkpoint(value)}
         m = re.match(r'^blocks\.(\d+)\.pe_norm\.(weight|bias)$', key)

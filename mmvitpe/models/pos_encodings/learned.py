@@ -8,6 +8,7 @@ bicubically (``timm.layers.resample_abs_pos_embed``), the slot is kept. In
 inference the resized table is cached per grid.
 """
 import math
+import re
 from typing import Optional
 
 import torch
@@ -152,6 +153,8 @@ class LearnedPE(PositionalEncoding):
         return add_to_tokens(x, state.tensors['pos'], self.num_prefix_tokens,
                              self.table.num_slots)
 
+    # timm/DeiT/ViT-Adapter table: class slot by length, grid resized
+    foreign_keys = re.compile(r'^pos_embed$')
+
     def convert_foreign(self, key, value):
-        """timm/DeiT/ViT-Adapter ``pos_embed``: class slot by length, grid resized."""
         return {'table.weight': self.table.fit_checkpoint(value)} if key == 'pos_embed' else None

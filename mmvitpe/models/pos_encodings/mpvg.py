@@ -23,7 +23,7 @@ class MPVG(LayerwisePE):
     """PVG plus ``LN'_last(pos_0)`` added after the final norm; GAP only."""
     first_block = 1
     add_to_input = True
-    last_norm = True
+    acts_at_final_norm = True
     supports_class_token = False
 
     def __init__(self, class_slot: Optional[bool] = None, **kwargs) -> None:

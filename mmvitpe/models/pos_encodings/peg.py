@@ -41,10 +41,12 @@ class PEG(PositionalEncoding):
             nn.init.normal_(conv.proj[0].weight, 0, math.sqrt(2.0 / 9))
             nn.init.zeros_(conv.proj[0].bias)
 
+    # CPVT/Twins: the k-th PEG (in block order)
+    foreign_keys = re.compile(r'^pos_block\.(\d+)\.proj\.0\.(weight|bias)$')
+
     def convert_foreign(self, key, value):
-        """CPVT/Twins ``pos_block.<k>.proj.0.*``: the k-th PEG (in block order)."""
-        m = re.match(r'^pos_block\.(\d+)\.proj\.0\.(weight|bias)$', key)
-        if m and int(m.group(1)) < len(self.blocks):
+        m = self.foreign_keys.match(key)
+        if int(m.group(1)) < len(self.blocks):
             return {f'convs.{self.blocks[int(m.group(1))]}.proj.0.{m.group(2)}': value}
         return None
 

@@ -16,7 +16,7 @@ the window's.
 """
 import math
 import re
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,14 +72,24 @@ class RelPosBias(PositionalEncoding):
                              align_corners=False)
         return grid.reshape(self.num_heads, -1).t()
 
+    # BEiT/Swin tables, per block or BEiT's shared one; their index buffers are
+    # recomputed here, so they are matched to be reported as dropped
+    foreign_keys = re.compile(r'relative_position_(bias_table|index)$')
+
     def convert_foreign(self, key, value):
-        """BEiT/Swin tables: per block, or BEiT's shared one copied to every block."""
+        """The shared table is copied to every block."""
         if key == 'rel_pos_bias.relative_position_bias_table':
             return {f'tables.{b}': self._fit_table(value) for b in self.blocks}
         m = re.match(r'^blocks\.(\d+)\.attn\.relative_position_bias_table$', key)
         if m and int(m.group(1)) in self.blocks:
             return {f'tables.{m.group(1)}': self._fit_table(value)}
         return None
+
+    def relative_maps(self, grid: Grid) -> Dict[str, Tensor]:
+        """Each block's bias table at its own size (Swin layout: query minus key)."""
+        h, w = self.table_grid
+        return {f'block{b}': self.tables[str(b)].t().reshape(self.num_heads, 2 * h - 1, 2 * w - 1)
+                for b in self.blocks}
 
     def logit_terms(self, block: int, attn_grid: Grid, state: PEState, num_prefix: int):
         if block not in self.blocks:

@@ -9,9 +9,9 @@ so q_i . k_j depends on (x_j - x_i, y_j - y_i) only. Rotation happens at global
 positions before any window partition, so windowed attention stays relative.
 Each pair is one complex number multiplied by exp(i theta), as rope-vit does,
 in fp32 even under autocast. timm's ``apply_rot_embed_cat`` computes the same
-with interleaved sin/cos, but is 7x (forward) and 3x (forward+backward) slower
-on CPU at ViT-Ti/512 sizes, measured. Axial and mixed RoPE differ only in the
-frequencies: see rope_axial.py and rope_mixed.py.
+with interleaved sin/cos; it is not used because it is slower on CPU (README,
+benchmark notes). Axial and mixed RoPE differ only in the frequencies: see
+rope_axial.py and rope_mixed.py.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -49,8 +49,7 @@ class RotaryPE(PositionalEncoding):
 
         exp(i (x fx + y fy)) = exp(i x fx) * exp(i y fy): the two factors are
         computed per column and per row only, so the H*W*depth*d/2 angles need
-        no sin/cos nor its backward: these were the largest part of RoPEMixed's
-        training overhead on CPU (1.3x NoPE before, 1.05x after; measured).
+        no sin/cos nor its backward.
         """
         freqs = self.frequencies().float()
 

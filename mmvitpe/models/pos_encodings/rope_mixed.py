@@ -10,6 +10,8 @@ Parameter ``freqs`` has shape (2, depth, heads, head_dim/2) and belongs in the
 no-weight-decay set; being one tensor for all blocks, layer-wise lr decay
 counts it as a shared table (layer 0). Native at any grid (see rope.py).
 """
+import re
+
 from timm.layers.pos_embed_sincos import init_random_2d_freqs
 from torch import Tensor, nn
 
@@ -33,9 +35,11 @@ class RoPEMixed(RotaryPE):
         self.freqs = nn.Parameter(init_random_2d_freqs(
             self.head_dim, self.depth, self.num_heads, temperature=theta))
 
+    # rope-vit (2, depth, heads * d/2) or timm (2, depth, heads, d/2)
+    foreign_keys = re.compile(r'^freqs$')
+
     def convert_foreign(self, key, value):
-        """rope-vit ``freqs`` (2, depth, heads * d/2) or timm's (2, depth, heads, d/2)."""
-        if key != 'freqs' or value.numel() != self.freqs.numel():
+        if value.numel() != self.freqs.numel():
             return None
         return {'freqs': value.reshape(self.freqs.shape)}
 

@@ -21,7 +21,7 @@ Prefix tokens get SP = 1 (the official model adds its class token only after the
 SP-SA blocks). Native at any grid: the MLP extrapolates to unseen offsets.
 """
 import re
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from mmengine.model.weight_init import trunc_normal_
@@ -70,9 +70,11 @@ class SPSA(PositionalEncoding):
         self.priors = nn.ModuleDict({str(b): SpatialPriorMLP(self.num_heads, self.hidden)
                                      for b in self.blocks})
 
+    # official SP-ViT: w2 is (D, 1) there
+    foreign_keys = re.compile(r'^blocks\.(\d+)\.attn\.(w1\.weight|w1\.bias|w2|b2)$')
+
     def convert_foreign(self, key, value):
-        """Official SP-ViT ``blocks.<i>.attn.{w1.*, w2 (D, 1), b2}``."""
-        m = re.match(r'^blocks\.(\d+)\.attn\.(w1\.weight|w1\.bias|w2|b2)$', key)
+        m = self.foreign_keys.match(key)
         if not m or int(m.group(1)) not in self.blocks:
             return None
         name = m.group(2)
@@ -80,13 +82,21 @@ class SPSA(PositionalEncoding):
             value = value.reshape(self.num_heads, -1)
         return {f'priors.{m.group(1)}.{name}': value}
 
+    def _prior_table(self, block: int, grid: Grid) -> Tensor:
+        """(heads, 2h-1, 2w-1): the prior of one block at every offset of ``grid``."""
+        mlp = self.priors[str(block)]
+        h, w = grid
+        table = mlp(relative_offsets(tuple(grid), mlp.b2.device).to(mlp.b2.dtype))
+        return table.view(self.num_heads, 2 * h - 1, 2 * w - 1)
+
     def prior(self, block: int, attn_grid: Grid) -> Tensor:
         """(heads, N, N) multiplicative prior of one block over an attention grid."""
-        mlp = self.priors[str(block)]
-        h, w = attn_grid
-        table = mlp(relative_offsets(tuple(attn_grid), mlp.b2.device).to(mlp.b2.dtype))
-        return expand_relative_table(table.view(self.num_heads, 2 * h - 1, 2 * w - 1),
-                                     attn_grid, key_minus_query=True)
+        return expand_relative_table(self._prior_table(block, attn_grid), attn_grid,
+                                     key_minus_query=True)
+
+    def relative_maps(self, grid: Grid) -> Dict[str, Tensor]:
+        """Each block's prior over the offsets of ``grid`` (key minus query, SP-ViT Fig. 1b)."""
+        return {f'block{b}': self._prior_table(b, grid) for b in self.blocks}
 
     def logit_terms(self, block: int, attn_grid: Grid, state: PEState, num_prefix: int):
         if block not in self.blocks:

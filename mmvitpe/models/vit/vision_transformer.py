@@ -4,6 +4,7 @@ The dense backbones (ViT-Adapter, the ViT baseline) and the classification
 model share this core. The PE scheme is consulted at its fixed sites (see
 ``pos_encodings/base.py``); the core never looks at which scheme it is.
 """
+import re
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from mmvitpe.registry import MODELS
 from mmvitpe.utils.validation import (check_image, check_int, check_int_list, check_positive,
                                       check_rate, check_real, check_size_pair)
+from mmvitpe.weights.ownership import Claim, ForeignWeights
 from mmvitpe.weights.reader import backbone_part, read_state_dict
 from mmvitpe.weights.transfer import load_pretrained, remap
 from ..pos_encodings import Grid, PEState, build_pos_encoding
@@ -50,6 +52,14 @@ def resolve_arch(arch: Union[str, dict], overrides: dict) -> dict:
     return settings
 
 
+# Source keys that only classification models have.
+CLASSIFIER_KEYS = re.compile(r'^(head|head_dist|fc_norm|pre_logits|dist_token)(\.|$)')
+# Weights a checkpoint must provide: a ViT without them is untrained (the qkv
+# bias, layer scales and PE parameters may start new).
+REQUIRED_KEYS = re.compile(
+    r'^(patch_embed\.|blocks\.\d+\.(norm\.|attn\.qkv\.weight$|attn\.proj\.|mlp\.))')
+
+
 def _init_linear_and_norm(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         trunc_normal_(m.weight, std=0.02)
@@ -61,7 +71,7 @@ def _init_linear_and_norm(m: nn.Module) -> None:
 
 
 @MODELS.register_module()
-class PEViT(BaseModule):
+class PEViT(ForeignWeights, BaseModule):
     """Vision transformer with a pluggable positional encoding.
 
     Args:
@@ -246,7 +256,11 @@ class PEViT(BaseModule):
         """Load ``init_cfg`` Pretrained weights through the transfer report.
 
         ``map_location`` is accepted as mmengine's spelling allows, but files
-        are always read to the CPU and copied to the model's device.
+        are always read to the CPU and copied to the model's device. Not an
+        mmengine initializer: ``BaseModule.init_weights`` sends
+        ``type='Pretrained'`` to mmengine's own ``PretrainedInit`` (a
+        non-strict ``load_checkpoint`` without a report), so one of ours would
+        need another type name than the one every mmdet/mmseg config uses.
         """
         cfg = self.init_cfg
         if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
@@ -261,6 +275,35 @@ class PEViT(BaseModule):
         print_log(f'loaded {cfg["checkpoint"]} into {type(self).__name__} '
                   f'({type(self.pe).__name__}):\n{report.table()}', logger='current')
         self._is_init = True
+
+    # ---- the ViT core's foreign layouts (see mmvitpe/weights/ownership.py) -------
+    def merge_foreign(self, state: Dict[str, Tensor], prefix: str) -> Dict[str, Tensor]:
+        """SP-ViT's separate ``attn.qk`` and ``attn.v`` projections -> one ``attn.qkv``."""
+        state = dict(state)
+        for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.qk\.weight$', k)]:
+            base = key[:-len('qk.weight')]
+            if base + 'v.weight' in state:
+                state[base + 'qkv.weight'] = torch.cat([state.pop(key),
+                                                        state.pop(base + 'v.weight')])
+                if base + 'qk.bias' in state and base + 'v.bias' in state:
+                    state[base + 'qkv.bias'] = torch.cat([state.pop(base + 'qk.bias'),
+                                                          state.pop(base + 'v.bias')])
+        return state
+
+    def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
+        """Classifier parts, an absent class token or final norm (dropped), and
+        BEiT / original ViT-Adapter layer scales ``blocks.<i>.gamma_<1|2>``."""
+        if key == 'cls_token' and self.cls_token is None:
+            return Claim({}, 'this model has no class token')
+        if CLASSIFIER_KEYS.match(key) or (key.startswith('norm.') and self.norm is None):
+            return Claim({}, 'classification head / final norm, unused here')
+        m = re.match(r'^blocks\.(\d+)\.gamma_?([12])$', key)
+        if m:
+            return Claim({f'blocks.{m.group(1)}.ls{m.group(2)}.gamma': value})
+        return None
+
+    def requires_checkpoint(self, name: str) -> bool:
+        return bool(REQUIRED_KEYS.match(name))
 
     def _adopt_foreign_keys(self, state_dict, prefix, *args) -> None:
         """Rename a foreign layout under ``prefix`` in place (no-op for our own)."""
