@@ -19,7 +19,8 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from mmvitpe.apis import (ConfigOptionError, add_common_args, apply_resume_policy,
                           check_cfg_options, check_resume_fits, read_training_checkpoint)
 from mmvitpe.models import PEViT, ViTAdapter, ViTBaseline
-from mmvitpe.weights import CheckpointError, read_state_dict, remap
+from mmvitpe.weights import (CheckpointError, IncompatibleCheckpointError, load_pretrained,
+                             read_state_dict, remap)
 from test_training import REPO, SEG, demo_data, run, seg_options, train_cmd  # noqa: F401
 
 TWO = [[0, 0], [1, 1]]
@@ -419,3 +420,95 @@ def test_table_with_a_class_slot_at_the_models_grid_is_read_as_such(name, grid):
                       pos_embed=dict(type='LaPE' if name == 'MPVG' else name))
     mapped, _ = remap({'pos_embed': table}, with_slot)  # this model's own layout, exactly
     torch.testing.assert_close(mapped['pe.table.weight'], table)
+
+
+# ---- 1. transfer: what a tensor that reaches the model's parts must be ---------------------
+def rope_vit_state(model, depth=None):
+    """The model's tensors in rope-vit's mixed layout: freqs (2, depth, heads * d/2) and
+    the token-position buffers freqs_t_x / freqs_t_y."""
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith('pe.')}
+    freqs = model.pe.freqs.detach()
+    state['freqs'] = freqs.reshape(2, freqs.shape[1], -1) if depth is None else \
+        torch.randn(2, depth, freqs[0, 0].numel())
+    state['freqs_t_x'], state['freqs_t_y'] = torch.arange(16.) % 4, torch.arange(16.) // 4
+    return state
+
+
+def test_rope_vit_position_buffers_are_dropped_as_recomputed():
+    model = scheme('RoPEMixed')
+    report = load_pretrained(model, rope_vit_state(model), strict=True)
+    assert report.dropped == {'freqs_t_x': 'buffer that RoPEMixed recomputes for every grid',
+                              'freqs_t_y': 'buffer that RoPEMixed recomputes for every grid'}
+    _, report = remap(rope_vit_state(model), scheme('RoPEAxial'))
+    assert 'layout of RoPEMixed' in report.dropped['freqs_t_x']
+
+
+def bad_tensor(name, dtype=None):
+    """A source state dict for a LearnedPE PEViT (4x4 grid, D=32) with one bad entry."""
+    model = scheme('LearnedPE')
+    state = dict(model.state_dict())
+    if name == 'pe.table.weight+pos_embed':
+        state['pos_embed'] = torch.randn(1, 16, 32)
+    elif name == 'pos_embed':
+        del state['pe.table.weight']
+        state['pos_embed'] = torch.ones(1, 17, 32).to(dtype)
+    elif name == 'expanded pos_embed':
+        del state['pe.table.weight']
+        state['pos_embed'] = torch.zeros(1, 1, 32).expand(1, 1 + 4000 ** 2, 32)
+    elif name == 'wide pos_embed':
+        del state['pe.table.weight']
+        state['pos_embed'] = torch.randn(1, 17, 48)
+    else:
+        state[name] = state[name].to(dtype)
+    return model, state
+
+
+TRANSFER_ERRORS = [
+    # (model, source) builder args, error, message
+    (('pe.table.weight+pos_embed',), IncompatibleCheckpointError,
+     r'pe.table.weight and pos_embed both load into pe.table.weight'),
+    (('blocks.0.norm1.weight', torch.int64), IncompatibleCheckpointError,
+     r'blocks.0.norm1.weight -> blocks.0.norm1.weight: a torch.int64 tensor where the model has '
+     r'torch.float32; integer values are not cast to floating-point'),
+    (('blocks.1.attn.qkv.weight', torch.bool), IncompatibleCheckpointError,
+     r'blocks.1.attn.qkv.weight .*torch.bool tensor .*boolean values are not cast'),
+    (('patch_embed.proj.weight', torch.complex64), IncompatibleCheckpointError,
+     r'patch_embed.proj.weight .*complex values are not cast'),
+    (('pos_embed', torch.int64), IncompatibleCheckpointError,
+     r'pos_embed: a position table must be floating point, got torch.int64'),
+    (('pos_embed', torch.complex64), IncompatibleCheckpointError,
+     r'pos_embed: a position table must be floating point, got torch.complex64'),
+    (('expanded pos_embed',), CheckpointError,
+     r"source state dict: 'pos_embed' is a \(1, 16000001, 32\) view of 128 stored bytes"),
+    (('wide pos_embed',), IncompatibleCheckpointError,
+     r'pos_embed: cannot fit a position table of shape \(1, 17, 48\) to \(1, 16, 32\)'),
+]
+
+
+@pytest.mark.parametrize('source,error,message', TRANSFER_ERRORS,
+                         ids=[' '.join(map(str, s)) for s, _, _ in TRANSFER_ERRORS])
+@pytest.mark.parametrize('strict', [True, False], ids=['strict', 'non-strict'])
+def test_tensor_that_cannot_load_as_it_is_named_not_cast(source, error, message, strict):
+    model, state = bad_tensor(*source)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(error, match=message):
+        load_pretrained(model, state, strict=strict)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize('name,source,message', [
+    ('RoPEMixed', 'freqs of depth 3', r'freqs: frequencies of shape \(2, 3, 16\) do not fit '
+                                      r'RoPEMixed freqs \(2, 2, 4, 4\) \(depth 2, 4 heads'),
+    ('RelPosBias', 'BEiT table of 6 heads',
+     r'rel_pos_bias.relative_position_bias_table: relative position table of shape \(52, 6\) '
+     r'does not fit RelPosBias: expected \(entries, 4 heads\)'),
+])
+def test_positional_tensor_of_the_models_scheme_with_another_shape_fails(name, source, message):
+    model = scheme(name)
+    if name == 'RoPEMixed':
+        state = rope_vit_state(model, depth=3)
+    else:
+        state = {k: v for k, v in model.state_dict().items() if not k.startswith('pe.')}
+        state['rel_pos_bias.relative_position_bias_table'] = torch.randn(49 + 3, 6)
+    with pytest.raises(IncompatibleCheckpointError, match=message):
+        load_pretrained(model, state, strict=True)

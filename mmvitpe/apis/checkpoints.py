@@ -27,9 +27,10 @@ from typing import Dict, List, Optional
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-from torch import nn
+from torch import Tensor, nn
 
-from mmvitpe.weights.reader import CheckpointError, read_checkpoint, strip_module_prefix
+from mmvitpe.weights.reader import (CheckpointError, read_checkpoint, strip_module_prefix,
+                                    tensor_kind)
 
 MARKER = 'last_checkpoint'
 
@@ -134,6 +135,13 @@ def _state_of(checkpoint: dict, path: str) -> Dict[str, object]:
     return strip_module_prefix(path, checkpoint.get('state_dict', checkpoint))
 
 
+def _kind_mismatches(state: dict, own: dict) -> List[str]:
+    """Keys whose checkpoint tensor is of another kind (integer/bool/complex vs
+    floating point) than the model's: torch would cast them silently."""
+    return [f'{k}: {state[k].dtype} vs {v.dtype}' for k, v in own.items()
+            if isinstance(state.get(k), Tensor) and tensor_kind(state[k]) != tensor_kind(v)]
+
+
 def _pe_names(model: nn.Module) -> List[str]:
     return sorted({type(m.pe).__name__ for m in model.modules()
                    if hasattr(m, 'pe') and hasattr(m, 'get_layer_depth')})
@@ -153,13 +161,14 @@ def check_resume_fits(model: nn.Module, checkpoint: dict, path: str) -> None:
     missing = [k for k in own if k not in state]
     shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
               if k in state and hasattr(state[k], 'shape') and state[k].shape != v.shape]
+    shapes += _kind_mismatches(state, own)
     if extra or missing or shapes:
         pe = [k for k in extra + missing if re.search(r'(^|\.)pe\.', k)]
         cause = (f'The positional encoding changed (the model uses {current}; PE tensors that '
                  f'differ: {_listing(pe)}). ' if pe else '')
         raise CheckpointError(
             f'{path} does not fit the model being trained. {cause}Only in the checkpoint: '
-            f'{_listing(extra)}; only in the model: {_listing(missing)}; other shapes: '
+            f'{_listing(extra)}; only in the model: {_listing(missing)}; other shapes or kinds: '
             f'{_listing(shapes)}. {advice}')
 
 
@@ -169,9 +178,11 @@ def check_test_fits(model: nn.Module, checkpoint: dict, path: str) -> None:
     A trial ``load_state_dict`` (mmengine loads the same tensors right after), so
     foreign layouts the backbone translates count as fitting.
     """
+    state = _state_of(checkpoint, path)
+    kinds = _kind_mismatches(state, model.state_dict())
     try:
-        result = model.load_state_dict(_state_of(checkpoint, path), strict=False)
-        missing, extra, shapes = result.missing_keys, result.unexpected_keys, []
+        result = model.load_state_dict(state, strict=False)
+        missing, extra, shapes = result.missing_keys, result.unexpected_keys, kinds
     except RuntimeError as e:  # torch reports size mismatches even when not strict
         missing = extra = []
         shapes = [line.strip() for line in str(e).splitlines() if 'size mismatch' in line]
@@ -181,7 +192,7 @@ def check_test_fits(model: nn.Module, checkpoint: dict, path: str) -> None:
         raise CheckpointError(
             f'{path} does not fit {type(model).__name__}: weights the checkpoint lacks: '
             f'{_listing(missing)}; tensors with no place in the model: {_listing(extra)}; '
-            f'{_listing(shapes, 3)}. Evaluating it would report the metric of partly random '
+            f'other shapes or kinds: {_listing(shapes, 3)}. Evaluating it would report the metric of partly random '
             'weights; pass --no-strict to evaluate it anyway')
 
 

@@ -77,6 +77,15 @@ def check_bounded(path: str, key: str, value: Tensor) -> None:
             'stored in full: save it with .contiguous() if it is meant to be this large')
 
 
+def tensor_kind(tensor: Tensor) -> str:
+    """'floating-point', 'complex', 'integer' or 'boolean': loading never casts across kinds."""
+    if tensor.is_complex():
+        return 'complex'
+    if tensor.is_floating_point():
+        return 'floating-point'
+    return 'boolean' if tensor.dtype == torch.bool else 'integer'
+
+
 def read_checkpoint(path: str, map_location='cpu'):
     """The whole object of a PyTorch checkpoint file, read safely, every tensor of
     its state dict checked by :func:`check_bounded` (mmengine's loader uses this).

@@ -77,6 +77,9 @@ class PositionalEncoding(ForeignWeights, BaseModule):
     # source keys (relative to the ViT) of this scheme's tensors in released
     # checkpoints; ``convert_foreign`` translates them
     foreign_keys: ClassVar[Optional[Pattern]] = None
+    # source buffers of this scheme that it recomputes (index tables, token
+    # positions): dropped, with that reason, whatever the target scheme
+    recomputed_keys: ClassVar[Optional[Pattern]] = None
 
     def __init__(self,
                  embed_dim: int,
@@ -143,12 +146,15 @@ class PositionalEncoding(ForeignWeights, BaseModule):
     def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
         """This scheme's tensors, converted; any other scheme's, dropped."""
         name = type(self).__name__
+        if self.recomputed_keys is not None and self.recomputed_keys.search(key):
+            return Claim({}, f'buffer that {name} recomputes for every grid')
         if self.foreign_keys is not None and self.foreign_keys.search(key):
             converted = self.convert_foreign(key, value)
             return Claim(converted) if converted else Claim({}, f'PE tensor that {name} '
                                                                 'does not use')
         owners = sorted(other for other, scheme in POS_ENCODINGS.module_dict.items()
-                        if scheme.foreign_keys is not None and scheme.foreign_keys.search(key))
+                        if any(keys is not None and keys.search(key)
+                               for keys in (scheme.foreign_keys, scheme.recomputed_keys)))
         if owners:
             return Claim({}, f'PE tensor that {name} does not use (layout of '
                              f'{", ".join(owners)})')

@@ -60,6 +60,8 @@ class AbsoluteTable(nn.Module):
         table has none; when it has slots but the source has none, the current
         slot values are kept. The patch part is resized to this table's grid.
         """
+        if not weight.is_floating_point():
+            raise ValueError(f'a position table must be floating point, got {weight.dtype}')
         if weight.dim() == 2:
             weight = weight[None]
         if weight.dim() != 3 or weight.shape[0] != 1 or weight.shape[-1] != self.weight.shape[-1]:

@@ -59,6 +59,12 @@ class RelPosBias(PositionalEncoding):
     def _fit_table(self, table: Tensor) -> Tensor:
         """A square Swin/BEiT table ((2s-1)^2 [+3 class entries], heads) -> ours."""
         length = table.shape[0]
+        if not table.is_floating_point():
+            raise ValueError(f'a relative position table must be floating point, got '
+                             f'{table.dtype}')
+        if table.dim() != 2 or table.shape[1] != self.num_heads:
+            raise ValueError(f'relative position table of shape {tuple(table.shape)} does not '
+                             f'fit RelPosBias: expected (entries, {self.num_heads} heads)')
         for extra in (0, 3):
             side = math.isqrt(length - extra)
             if side * side == length - extra and side % 2 == 1:
@@ -72,9 +78,9 @@ class RelPosBias(PositionalEncoding):
                              align_corners=False)
         return grid.reshape(self.num_heads, -1).t()
 
-    # BEiT/Swin tables, per block or BEiT's shared one; their index buffers are
-    # recomputed here, so they are matched to be reported as dropped
-    foreign_keys = re.compile(r'relative_position_(bias_table|index)$')
+    # BEiT/Swin tables, per block or BEiT's shared one
+    foreign_keys = re.compile(r'relative_position_bias_table$')
+    recomputed_keys = re.compile(r'relative_position_index$')
 
     def convert_foreign(self, key, value):
         """The shared table is copied to every block."""

@@ -37,10 +37,14 @@ class RoPEMixed(RotaryPE):
 
     # rope-vit (2, depth, heads * d/2) or timm (2, depth, heads, d/2)
     foreign_keys = re.compile(r'^freqs$')
+    # rope-vit's mixed models store their token positions as buffers
+    recomputed_keys = re.compile(r'^freqs_t_[xy]$')
 
     def convert_foreign(self, key, value):
         if value.numel() != self.freqs.numel():
-            return None
+            raise ValueError(f'frequencies of shape {tuple(value.shape)} do not fit RoPEMixed '
+                             f'freqs {tuple(self.freqs.shape)} (depth {self.depth}, '
+                             f'{self.num_heads} heads, head_dim {self.head_dim})')
         return {'freqs': value.reshape(self.freqs.shape)}
 
     def frequencies(self) -> Tensor:
