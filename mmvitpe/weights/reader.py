@@ -53,7 +53,7 @@ def _read_torch(path: str, map_location='cpu'):
         raise CheckpointError(f'{path}: not a readable PyTorch checkpoint (malformed pickle: '
                               f'{(reason.splitlines() or [""])[0]}); {DAMAGED_HINT}') from None
     except Exception as e:  # noqa: BLE001  torch fails in many ways on foreign bytes
-        first_line = (str(e).splitlines() or [''])[0]
+        first_line = (str(e).splitlines() or [''])[0].split('. ')[0]  # torch adds advice
         reason = ('0 bytes' if os.path.getsize(path) == 0
                   else f'{type(e).__name__}: {first_line}')
         raise CheckpointError(f'{path}: truncated or not a PyTorch checkpoint ({reason}); '

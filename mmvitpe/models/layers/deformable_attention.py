@@ -43,6 +43,8 @@ class DeformableAttention(MultiScaleDeformableAttention):
 
     def forward(self, query: Tensor, value: Tensor, reference_points: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
+        if query.shape[0] == 0:  # mmcv cannot reshape an empty batch (its -1 is ambiguous)
+            return query.new_zeros(query.shape)
         dtype = self.value_proj.weight.dtype
         with torch.autocast(query.device.type, enabled=False):
             out = super().forward(
