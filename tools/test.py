@@ -1,8 +1,11 @@
 """Test a detector (mmdet 3.x config) or a segmentor (mmseg 1.x config).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE|DIR]
-        [--show] [--show-dir DIR] [--wait-time S] [--tta] [--cfg-options k=v ...]
-        [--launcher none|pytorch|slurm|mpi]
+        [--show] [--show-dir DIR] [--wait-time S] [--tta] [--no-strict]
+        [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+
+The checkpoint must fill every weight of the model (foreign layouts the
+backbone translates count); --no-strict evaluates it anyway.
 
 --out: mmdet: a .pkl of raw results; mmseg: a directory of predicted label maps.
 --show-dir: where the drawn predictions go (relative to the work dir; mmdet puts
@@ -17,8 +20,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
-from mmvitpe.apis import (add_common_args, close_distributed, init_cpu_distributed,
-                          parse_common_args, prepare_config, task_of)
+from mmvitpe.apis import (CheckpointFitHook, add_common_args, check_test_fits, close_distributed,
+                          exit_on_bad_input, init_cpu_distributed, parse_common_args,
+                          prepare_config, task_of)
 
 
 def parse_args():
@@ -32,6 +36,9 @@ def parse_args():
     parser.add_argument('--show-dir', help='save drawn predictions here')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--no-strict', action='store_true',
+                        help='evaluate even if the checkpoint does not fill every weight of '
+                        "the model (mmengine's lenient load; the default refuses)")
     add_common_args(parser)
     return parse_common_args(parser)
 
@@ -81,7 +88,8 @@ def apply_tta(cfg, task: str) -> None:
 
 def main():
     args = parse_args()
-    cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    with exit_on_bad_input():
+        cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     task = task_of(cfg)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
@@ -92,11 +100,14 @@ def main():
         cfg.test_evaluator.update(output_dir=args.out, keep_results=True)
     init_cpu_distributed(args.launcher)
     try:
-        runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-        if args.out and task == 'mmdet':
-            from mmdet.evaluation import DumpDetResults
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-        runner.test()
+        with exit_on_bad_input():
+            runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+            if not args.no_strict:
+                runner.register_hook(CheckpointFitHook(check_test_fits, args.checkpoint))
+            if args.out and task == 'mmdet':
+                from mmdet.evaluation import DumpDetResults
+                runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+            runner.test()
     finally:
         close_distributed()
 

@@ -13,8 +13,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
-from mmvitpe.apis import (add_common_args, close_distributed, init_cpu_distributed,
-                          parse_common_args, prepare_config)
+from mmvitpe.apis import (CheckpointFitHook, add_common_args, apply_resume_policy,
+                          check_resume_fits, close_distributed, exit_on_bad_input,
+                          init_cpu_distributed, parse_common_args, prepare_config)
 
 
 def parse_args():
@@ -26,14 +27,16 @@ def parse_args():
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual total batch size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from PATH, or from the latest checkpoint in the work dir')
+                        help='resume from PATH, or from the latest checkpoint in the work dir '
+                        '(its last_checkpoint file, else its newest readable checkpoint)')
     add_common_args(parser)
     return parse_common_args(parser)
 
 
 def main():
     args = parse_args()
-    cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    with exit_on_bad_input():
+        cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if args.amp:
         if not torch.cuda.is_available():
             raise SystemExit('--amp needs a GPU: mmengine 0.10 AmpOptimWrapper refuses CPU')
@@ -50,10 +53,15 @@ def main():
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    with exit_on_bad_input():
+        resume_from = apply_resume_policy(cfg)
     init_cpu_distributed(args.launcher)
     try:
-        runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-        runner.train()
+        with exit_on_bad_input():
+            runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+            if resume_from:
+                runner.register_hook(CheckpointFitHook(check_resume_fits, resume_from))
+            runner.train()
     finally:
         close_distributed()
 

@@ -1,6 +1,12 @@
 from .backbone import backbone_from_config
-from .launch import (add_common_args, close_distributed, init_cpu_distributed, parse_common_args,
-                     prepare_config, task_of)
+from .checkpoints import (CheckpointFitHook, apply_resume_policy, check_resume_fits,
+                          check_test_fits, read_training_checkpoint)
+from .launch import (ConfigOptionError, add_common_args, check_cfg_options, close_distributed,
+                     exit_on_bad_input, init_cpu_distributed, parse_common_args, prepare_config,
+                     task_of)
 
-__all__ = ['add_common_args', 'backbone_from_config', 'close_distributed',
-           'init_cpu_distributed', 'parse_common_args', 'prepare_config', 'task_of']
+__all__ = ['CheckpointFitHook', 'apply_resume_policy', 'backbone_from_config',
+           'check_resume_fits', 'check_test_fits', 'read_training_checkpoint',
+           'ConfigOptionError', 'add_common_args', 'check_cfg_options', 'close_distributed',
+           'exit_on_bad_input', 'init_cpu_distributed', 'parse_common_args', 'prepare_config',
+           'task_of']

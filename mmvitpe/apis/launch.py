@@ -4,6 +4,9 @@ The launchers accept mmdet 3.x and mmseg 1.x configs alike; what differs per
 codebase is decided here from the config's ``default_scope``.
 """
 import argparse
+import contextlib
+import difflib
+import inspect
 import os
 import os.path as osp
 from typing import Optional
@@ -11,8 +14,16 @@ from typing import Optional
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+from mmvitpe.weights.reader import CheckpointError
 
 TASKS = ('mmdet', 'mmseg')
+# top-level keys something reads after the config is loaded: the Runner's arguments,
+# what Runner and its helpers look up in cfg, and what our launchers read
+READ_AT_RUN_TIME = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {
+    'runner_type', 'model_wrapper_cfg', 'find_unused_parameters', 'compile', 'sync_bn',
+    'activation_checkpointing', 'efficient_conv_bn_eval', 'tta_model', 'tta_pipeline'}
 
 
 def task_of(cfg: Config) -> str:
@@ -25,9 +36,94 @@ def task_of(cfg: Config) -> str:
     return scope
 
 
+class ConfigOptionError(ValueError):
+    """A --cfg-options key that would be silently ignored."""
+
+
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction``, with a usage error for an item that is not KEY=VALUE
+    (mmengine's fails with a bare unpacking traceback)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for item in values or ():
+            key = item.split('=', 1)[0]
+            if '=' not in item or not key or '' in key.split('.'):
+                parser.error(f'{option_string} {item!r}: expected KEY=VALUE with a dotted key, '
+                             'e.g. model.backbone.depth=4')
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _paths_ending_with(node, name: str, prefix: str = '', depth: int = 3) -> list:
+    """Dotted paths of keys called ``name`` in nested dicts (for suggestions)."""
+    if not isinstance(node, dict) or depth == 0:
+        return []
+    found = [f'{prefix}{name}'] if name in node else []
+    for key, value in node.items():
+        found += _paths_ending_with(value, name, f'{prefix}{key}.', depth - 1)
+    return found
+
+
+def check_cfg_options(cfg: Config, options: dict) -> None:
+    """Refuse --cfg-options keys that would be silently ignored.
+
+    mmengine merges any key: a misspelt one just adds an entry nothing reads
+    (``train_cfgg.max_iters=2``, ``default_hooks.checkpoint.intervl=2``). A new
+    top-level key nothing reads, a new key that is a near-miss of an existing
+    sibling, and a list index out of range are errors naming the key. New keys
+    that are no near-miss stay allowed: component dicts take arguments the
+    config does not list (``model.backbone.pos_embed.hidden=32``). Changing an
+    existing top-level variable that only the config file itself used warns:
+    its value was already substituted where the file used it.
+
+    Raises:
+        ConfigOptionError: naming the option and, where there is one, the likely key.
+    """
+    for option in options:
+        parts, node = option.split('.'), cfg._cfg_dict
+        for depth, part in enumerate(parts):
+            where = '.'.join(parts[:depth]) or 'the config'
+            if isinstance(node, (list, tuple)):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigOptionError(
+                        f'--cfg-options {option}: {where} is a list of {len(node)} items; '
+                        f'{part!r} is not an index in 0..{len(node) - 1}')
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                break  # mmengine refuses a key below a non-dict value itself
+            if part in node:
+                if depth == 0 and part not in READ_AT_RUN_TIME:
+                    print_log(f'--cfg-options {option}: {part!r} is a variable of the config '
+                              'file, already substituted where the file used it; changing it '
+                              'here changes nothing else', logger='current', level=30)
+                node = node[part]
+                continue
+            near = difflib.get_close_matches(part, [str(k) for k in node], n=1, cutoff=0.8)
+            rest = parts[depth + 1:]
+            if depth == 0 and part not in READ_AT_RUN_TIME:
+                near = near or _paths_ending_with(node, part)
+                hint = f'; did you mean {".".join(near[:1] + rest)}?' if near else ''
+                raise ConfigOptionError(f'--cfg-options {option}: unknown top-level key '
+                                        f'{part!r}, which nothing reads{hint}')
+            if near:
+                raise ConfigOptionError(f'--cfg-options {option}: {where} has no key {part!r}; '
+                                        f'did you mean {".".join(parts[:depth] + near + rest)}?')
+            break
+
+
+@contextlib.contextmanager
+def exit_on_bad_input():
+    """Bad options and checkpoints end the launcher with their one-line message
+    (exit status 1), not a traceback."""
+    try:
+        yield
+    except (CheckpointError, ConfigOptionError) as e:
+        raise SystemExit(f'error: {e}') from None
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """--cfg-options, --launcher and --local-rank, as mmdet's and mmseg's tools take them."""
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config keys, e.g. model.backbone.pos_embed.type=LaPE')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none')
@@ -65,6 +161,7 @@ def prepare_config(config: str, cfg_options: Optional[dict], launcher: str,
     """
     cfg = Config.fromfile(config)
     if cfg_options:
+        check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     task_of(cfg)
     cfg.launcher = launcher

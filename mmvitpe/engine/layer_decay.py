@@ -24,6 +24,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
 from mmvitpe.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmvitpe.utils.validation import check_int, check_real
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -45,9 +46,8 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             raise ValueError(f'{type(self).__name__}: paramwise_cfg takes decay_rate, or '
                              f'layer_decay_rate with optional num_layers (the original '
                              f'spelling); got {sorted(cfg)}')
-        rate = cfg[rate_keys[0]]
-        if not 0 < rate <= 1:
-            raise ValueError(f'{rate_keys[0]}={rate}: must be in (0, 1]')
+        rate = check_real(type(self).__name__, f'paramwise_cfg.{rate_keys[0]}',
+                          cfg[rate_keys[0]], low=0., high=1., low_open=True)
         if is_model_wrapper(module):
             module = module.module
         backbone = getattr(module, 'backbone', module)
@@ -55,7 +55,8 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             raise TypeError(f'{type(backbone).__name__} has no get_layer_depth(); layer decay '
                             'needs a backbone from mmvitpe (or one that defines it)')
         depth = backbone.get_layer_depth('')[1] - 2
-        if cfg.get('num_layers', depth) != depth:
+        if check_int(type(self).__name__, 'paramwise_cfg.num_layers',
+                     cfg.get('num_layers', depth)) != depth:
             raise ValueError(f"paramwise_cfg num_layers={cfg['num_layers']}, but the backbone "
                              f'has {depth} blocks')
         prefix = 'backbone.' if backbone is not module else ''

@@ -18,15 +18,22 @@ Policy (applied once, when ``mmvitpe`` is imported):
   attribute). Its name is mapped to :func:`history_buffer_method`, which only
   resolves the statistic methods of ``HistoryBuffer`` and refuses anything else.
 
+* mmengine's loader for local files (``--resume``, ``load_from``,
+  tools/test.py, ``load_checkpoint``) is replaced by one that reads through
+  :func:`mmvitpe.weights.reader.read_checkpoint`: the same policy, plus errors
+  that name the file and say what to do, and no unbounded tensors.
+
 Nothing here calls ``torch.load(weights_only=False)``. To load a checkpoint you
 trust that needs more (e.g. one pickling custom classes), load it yourself with
 ``weights_only=False`` and save its tensors again.
 """
 import argparse
+import os
 
 import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
 
 _numpy_core = getattr(np, '_core', None) or np.core  # numpy 2 renamed np.core
 _STATISTICS = frozenset(('min', 'max', 'mean', 'current'))
@@ -56,6 +63,14 @@ def mmengine_checkpoint_globals() -> list:
     ]
 
 
+def load_from_local(filename: str, map_location=None):
+    """mmengine's ``CheckpointLoader`` scheme for local paths, through our reader."""
+    from mmvitpe.weights.reader import read_checkpoint
+    return read_checkpoint(os.path.expanduser(filename), map_location)
+
+
 def allow_mmengine_checkpoints() -> None:
-    """Extend torch's weights-only allowlist for mmengine checkpoints (idempotent)."""
+    """Extend torch's weights-only allowlist for mmengine checkpoints and route
+    mmengine's local-file loading through our reader (idempotent)."""
     torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)

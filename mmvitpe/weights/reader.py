@@ -6,6 +6,15 @@ others save them) and ``.safetensors``. PyTorch files are always read with
 ``weights_only=True`` (see :mod:`mmvitpe.utils.safe_load`): a pickle that would
 run code is refused, and a truncated or foreign file gives a one-line error
 naming the file instead of a traceback from inside torch.
+
+Reading terminates and stays bounded whatever the file holds: container
+nesting is followed at most ``MAX_NESTING`` deep and never in a cycle; a tensor
+whose logical size exceeds the bytes stored for it (a view made with
+``expand``) is refused before anything could materialise it; values that are
+not tensors under a parameter's key, and two keys that become one after
+``module.`` is stripped, are errors naming the key. mmengine's own loader
+(``--resume``, ``load_from``, tools/test.py) reads local files through
+:func:`read_checkpoint` too (see :mod:`mmvitpe.utils.safe_load`).
 """
 import os
 import pickle
@@ -16,15 +25,20 @@ import torch
 from torch import Tensor
 
 CONTAINER_KEYS = ('state_dict', 'model', 'module')
+MAX_NESTING = 8
+# entries of training checkpoints that sit beside the tensors and are no parameters
+METADATA_KEYS = frozenset((
+    'meta', 'epoch', 'iter', 'arch', 'args', 'version', 'metric', 'best_metric', 'optimizer',
+    'lr_scheduler', 'scaler', 'amp', 'message_hub', 'param_schedulers', 'config', 'cfg'))
 
 
 class CheckpointError(ValueError):
     """A file that is not a loadable checkpoint."""
 
 
-def _read_torch(path: str) -> dict:
+def _read_torch(path: str, map_location='cpu'):
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r'[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)', str(e))
         if found or 'refusing getattr' in str(e):
@@ -34,11 +48,77 @@ def _read_torch(path: str) -> dict:
                 'rather than tensors; loading it could run arbitrary code. If you trust the '
                 'file, load it yourself with torch.load(weights_only=False) and save its '
                 'state dict again.') from None
-        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({e})') from None
+        # torch's text is a paragraph about weights_only; the reason is after this mark
+        reason = str(e).split('WeightsUnpickler error:')[-1].strip()
+        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint (malformed pickle: '
+                              f'{(reason.splitlines() or [""])[0]}); {DAMAGED_HINT}') from None
     except Exception as e:  # noqa: BLE001  torch fails in many ways on foreign bytes
-        first_line = (str(e).splitlines() or [''])[0]
-        raise CheckpointError(f'{path}: truncated or not a PyTorch checkpoint '
-                              f'({type(e).__name__}: {first_line})') from None
+        first_line = (str(e).splitlines() or [''])[0].split('. ')[0]  # torch adds advice
+        reason = ('0 bytes' if os.path.getsize(path) == 0
+                  else f'{type(e).__name__}: {first_line}')
+        raise CheckpointError(f'{path}: truncated or not a PyTorch checkpoint ({reason}); '
+                              f'{DAMAGED_HINT}') from None
+
+
+DAMAGED_HINT = ('copy or download it again; if it is the last checkpoint of an interrupted '
+                'run, delete it (and the work dir\'s last_checkpoint file) to resume from '
+                'the one before')
+
+
+def check_bounded(path: str, key: str, value: Tensor) -> None:
+    """Refuse a tensor whose logical size exceeds its stored bytes (an ``expand``
+    view): resizing or casting it would materialise all of it."""
+    stored = value.untyped_storage().nbytes()
+    if value.numel() and value.numel() * value.element_size() > stored:
+        raise CheckpointError(
+            f'{path}: {key!r} is a {tuple(value.shape)} view of {stored} stored bytes '
+            f'(made with expand or as_strided); materialising it would take '
+            f'{value.numel() * value.element_size() / 2 ** 30:.1f} GiB. A real parameter is '
+            'stored in full: save it with .contiguous() if it is meant to be this large')
+
+
+def tensor_kind(tensor: Tensor) -> str:
+    """'floating-point', 'complex', 'integer' or 'boolean': loading never casts across kinds."""
+    if tensor.is_complex():
+        return 'complex'
+    if tensor.is_floating_point():
+        return 'floating-point'
+    return 'boolean' if tensor.dtype == torch.bool else 'integer'
+
+
+def read_checkpoint(path: str, map_location='cpu'):
+    """The whole object of a PyTorch checkpoint file, read safely, every tensor of
+    its state dict checked by :func:`check_bounded` (mmengine's loader uses this).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: refused, truncated/foreign, cyclic, or an unbounded tensor.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    obj = _read_torch(path, map_location)
+    if isinstance(obj, dict):
+        state = strip_module_prefix(path, _unwrap(path, obj))
+        for key, value in state.items():
+            if isinstance(value, Tensor):
+                check_bounded(path, key, value)
+    return obj
+
+
+def _unwrap(path: str, obj: dict) -> dict:
+    """The innermost dict under CONTAINER_KEYS (a raw state dict stays as it is)."""
+    seen = {id(obj)}
+    for _ in range(MAX_NESTING):
+        inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            return obj
+        if id(inner) in seen:
+            raise CheckpointError(f'{path}: its container refers to itself (a state dict '
+                                  'holding itself); not a checkpoint any library writes')
+        seen.add(id(inner))
+        obj = inner
+    raise CheckpointError(f'{path}: containers nested deeper than {MAX_NESTING} levels of '
+                          f'{list(CONTAINER_KEYS)}; not a checkpoint any library writes')
 
 
 def _read_safetensors(path: str) -> dict:
@@ -73,17 +153,45 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: refused (code in the pickle), truncated, or no tensors.
+        CheckpointError: refused (code in the pickle), truncated, no tensors, a
+            non-tensor value under a parameter's key, or two keys for one parameter.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    obj = _read_safetensors(path) if path.endswith('.safetensors') else _read_torch(path)
-    while isinstance(obj, dict):
-        inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, dict) or not any(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f'{path}: holds no tensors (a {type(obj).__name__}); expected a '
-                              f'state dict, raw or under one of {list(CONTAINER_KEYS)}')
-    return {re.sub(r'^module\.', '', k): v for k, v in obj.items() if isinstance(v, Tensor)}
+    if path.endswith('.safetensors'):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'checkpoint not found: {path}')
+        obj = _read_safetensors(path)
+    else:
+        obj = read_checkpoint(path)
+    obj = _unwrap(path, obj) if isinstance(obj, dict) else obj
+    if not isinstance(obj, dict):
+        raise CheckpointError(f'{path}: holds a {type(obj).__name__}, not a state dict (raw or '
+                              f'under one of {list(CONTAINER_KEYS)})')
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f'{path}: key {key!r} is a {type(key).__name__}; state dict '
+                                  'keys are parameter names (str)')
+        if key not in METADATA_KEYS and not isinstance(value, Tensor):
+            kind = f'{type(value).__module__}.{type(value).__name__}'.removeprefix('builtins.')
+            raise CheckpointError(
+                f'{path}: {key!r} holds a value of type {kind}, not a tensor; every entry of a '
+                'state dict must be a torch.Tensor (convert it with torch.as_tensor and save '
+                'again)')
+    state = strip_module_prefix(path, {k: v for k, v in obj.items() if k not in METADATA_KEYS})
+    if not state:
+        raise CheckpointError(f'{path}: holds no tensors; expected a state dict, raw or under '
+                              f'one of {list(CONTAINER_KEYS)}')
+    return state
+
+
+def strip_module_prefix(path: str, state: dict) -> dict:
+    """``module.`` (DataParallel) stripped from the keys; two keys that become one
+    (``k`` and ``module.k``) are an error, not "last wins"."""
+    out, original = {}, {}
+    for key, value in state.items():
+        name = re.sub(r'^module\.', '', key) if isinstance(key, str) else key
+        if name in out:
+            raise CheckpointError(f'{path}: {original[name]!r} and {key!r} are both present '
+                                  'and name the same parameter once module. is stripped; '
+                                  'keep one')
+        out[name], original[name] = value, key
+    return out

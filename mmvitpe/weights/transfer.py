@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 from torch import Tensor, nn
 
 from .ownership import Claim, ForeignWeights
-from .reader import CheckpointError
+from .reader import CheckpointError, check_bounded, tensor_kind
 
 
 class IncompatibleCheckpointError(CheckpointError):
@@ -65,8 +65,11 @@ def _owners(model: nn.Module) -> List[Tuple[str, ForeignWeights]]:
 
 def _claim(owners, key: str, value: Tensor) -> Tuple[str, Claim]:
     """The one owner's claim on a source tensor (prefix, claim), or ('', None)."""
-    claims = [(prefix, type(owner).__name__, claim) for prefix, owner in owners
-              for claim in [owner.claim_foreign(key, value, prefix)] if claim is not None]
+    try:
+        claims = [(prefix, type(owner).__name__, claim) for prefix, owner in owners
+                  for claim in [owner.claim_foreign(key, value, prefix)] if claim is not None]
+    except ValueError as e:  # an owner's tensor that does not fit: name the key
+        raise IncompatibleCheckpointError(f'{key}: {e}') from None
     if len(claims) > 1:
         names = ', '.join(f'{name} at {prefix or "the root"!r}' for prefix, name, _ in claims)
         raise IncompatibleCheckpointError(f'{key}: claimed by more than one part of the model '
@@ -84,6 +87,8 @@ def remap(state: Dict[str, Tensor], model: nn.Module) -> Tuple[Dict[str, Tensor]
     owner requires them from a checkpoint, else newly initialised.
     """
     targets = model.state_dict()
+    for key, value in state.items():
+        check_bounded('source state dict', key, value)  # before any resize, cast or merge
     owners = _owners(model)
     for prefix, owner in owners:
         state = owner.merge_foreign(state, prefix)
@@ -112,6 +117,11 @@ def remap(state: Dict[str, Tensor], model: nn.Module) -> Tuple[Dict[str, Tensor]
                 raise IncompatibleCheckpointError(
                     f'{key} -> {target}: shape {tuple(tensor.shape)} does not fit '
                     f'{tuple(targets[target].shape)}')
+            if tensor_kind(tensor) != tensor_kind(targets[target]):
+                raise IncompatibleCheckpointError(
+                    f'{key} -> {target}: a {tensor.dtype} tensor where the model has '
+                    f'{targets[target].dtype}; {tensor_kind(tensor)} values are not cast to '
+                    f'{tensor_kind(targets[target])}')
             if tensor.shape != value.shape:
                 report.resized[target] = f'{tuple(value.shape)} -> {tuple(tensor.shape)}'
             else:

@@ -20,6 +20,8 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
+from mmvitpe.utils.validation import (check_dict, check_int, check_int_list, check_positive,
+                                      check_real)
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
 from ..layers.deformable_attention import DeformableAttention
 from ..vit import PEViT
@@ -89,7 +91,7 @@ class ViTAdapter(PEViT):
                  norm_cfg: Optional[dict] = None,
                  with_cp: bool = False,
                  **kwargs) -> None:
-        if preset not in ADAPTER_SETTINGS:
+        if not isinstance(preset, str) or preset not in ADAPTER_SETTINGS:
             raise ValueError(f'unknown preset {preset!r}; valid: {sorted(ADAPTER_SETTINGS)}')
         if vit_feature_mode not in VIT_FEATURE_MODES:
             raise ValueError(f'vit_feature_mode={vit_feature_mode!r}; valid: {VIT_FEATURE_MODES}')
@@ -102,20 +104,28 @@ class ViTAdapter(PEViT):
             raise TypeError('ViTAdapter takes vit_final_norm (the ViT tokens\' norm before '
                             'the pyramid), not final_norm')
         super().__init__(with_cp=with_cp, final_norm=vit_final_norm, **kwargs)
-        self.interaction_indexes = [list(ix) for ix in
-                                    (interaction_indexes or settings['interaction_indexes'])]
-        self._check_interactions()
+        self.interaction_indexes = self._check_interactions(
+            settings['interaction_indexes'] if interaction_indexes is None
+            else interaction_indexes)
         self.vit_feature_mode = vit_feature_mode
         dim = self.embed_dim
-        norm_cfg = norm_cfg or dict(type='BN')
+        norm_cfg = check_dict('ViTAdapter', 'norm_cfg', norm_cfg) or dict(type='BN')
+        deform_num_heads, deform_ratio = self._check_deformable(
+            settings['deform_num_heads'] if deform_num_heads is None else deform_num_heads,
+            settings['deform_ratio'] if deform_ratio is None else deform_ratio, n_points)
+        check_int('ViTAdapter', 'conv_inplane', conv_inplane)
+        check_real('ViTAdapter', 'init_values', init_values)
+        if with_cffn and int(dim * check_positive('ViTAdapter', 'cffn_ratio', cffn_ratio)) < 1:
+            raise ValueError(f'ViTAdapter: cffn_ratio={cffn_ratio} gives a zero-width ConvFFN '
+                             f'at embed_dim={dim}')
 
         self.level_embed = nn.Parameter(torch.zeros(3, dim))
-        self.spm = SpatialPriorModule(conv_inplane, dim, norm_cfg=norm_cfg)
+        self.spm = SpatialPriorModule(conv_inplane, dim, in_channels=self.in_channels,
+                                      norm_cfg=norm_cfg)
         last = len(self.interaction_indexes) - 1
         self.interactions = nn.ModuleList([
             InteractionBlock(
-                dim, deform_num_heads or settings['deform_num_heads'], n_points, n_levels=3,
-                deform_ratio=deform_ratio if deform_ratio is not None else settings['deform_ratio'],
+                dim, deform_num_heads, n_points, n_levels=3, deform_ratio=deform_ratio,
                 init_values=init_values, with_cffn=with_cffn, cffn_ratio=cffn_ratio, drop=0.,
                 drop_path=kwargs['drop_path_rate'],
                 extra_extractors=2 if use_extra_extractor and i == last else 0, with_cp=with_cp)
@@ -126,11 +136,30 @@ class ViTAdapter(PEViT):
             build_norm_layer(norm_cfg, dim)[1] for _ in range(4))
         self._init_adapter_weights()
 
-    def _check_interactions(self) -> None:
-        flat = [b for ix in self.interaction_indexes for b in range(ix[0], ix[-1] + 1)]
+    def _check_interactions(self, indexes) -> list:
+        if isinstance(indexes, (str, bytes)) or not isinstance(indexes, Sequence) or any(
+                isinstance(ix, (str, bytes)) or not isinstance(ix, Sequence) or len(ix) != 2
+                for ix in indexes):
+            raise TypeError(f'ViTAdapter: interaction_indexes={indexes!r} must be a list of '
+                            '[first, last] block pairs, e.g. [[0, 2], [3, 5], [6, 8], [9, 11]]')
+        indexes = [check_int_list('ViTAdapter', f'interaction_indexes[{i}]', ix)
+                   for i, ix in enumerate(indexes)]
+        flat = [b for ix in indexes for b in range(ix[0], ix[-1] + 1)]
         if flat != list(range(self.depth)):
-            raise ValueError(f'interaction_indexes {self.interaction_indexes} must cover blocks '
+            raise ValueError(f'interaction_indexes {indexes} must cover blocks '
                              f'0..{self.depth - 1} in order, each once')
+        return indexes
+
+    def _check_deformable(self, num_heads, ratio, n_points) -> Tuple[int, float]:
+        num_heads = check_int('ViTAdapter', 'deform_num_heads', num_heads)
+        check_int('ViTAdapter', 'n_points', n_points)
+        width = int(self.embed_dim * check_positive('ViTAdapter', 'deform_ratio', ratio))
+        if self.embed_dim % num_heads or width < num_heads or width % num_heads:
+            raise ValueError(f'ViTAdapter: deform_num_heads={num_heads} with deform_ratio='
+                             f'{ratio} at embed_dim={self.embed_dim}: both embed_dim and the '
+                             f'value width int(embed_dim * deform_ratio) = {width} must be '
+                             'positive multiples of deform_num_heads')
+        return num_heads, ratio
 
     def _init_adapter_weights(self) -> None:
         """The original's init of the adapter parts (the ViT keeps its own)."""

@@ -20,6 +20,7 @@ from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
+from mmvitpe.utils.validation import check_dict, check_int_list
 from ..vit import PEViT
 from .dense import OUT_STRIDES, normed_outputs, pad_to_multiple, reject_class_token, tokens_to_map
 
@@ -44,12 +45,14 @@ class ViTBaseline(PEViT):
         kwargs.setdefault('final_norm', False)
         super().__init__(**kwargs)
         quarter = self.depth // 4
-        self.out_indices = list(out_indices or [quarter * k - 1 for k in range(1, 5)])
+        self.out_indices = (check_int_list('ViTBaseline', 'out_indices', out_indices)
+                            if out_indices is not None else
+                            [quarter * k - 1 for k in range(1, 5)])
         if len(self.out_indices) != 4 or sorted(self.out_indices) != self.out_indices or \
                 not all(0 <= i < self.depth for i in self.out_indices):
             raise ValueError(f'out_indices={self.out_indices}: need 4 increasing block '
                              f'indices in 0..{self.depth - 1}')
-        norm_cfg = norm_cfg or dict(type='BN')
+        norm_cfg = check_dict('ViTBaseline', 'norm_cfg', norm_cfg) or dict(type='BN')
         dim = self.embed_dim
         self.fpn1 = nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, 2),
                                   build_norm_layer(norm_cfg, dim)[1], nn.GELU(),

@@ -30,6 +30,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_block_list
 from mmvitpe.weights.ownership import Claim, ForeignWeights
 
 Grid = Tuple[int, int]
@@ -76,6 +77,9 @@ class PositionalEncoding(ForeignWeights, BaseModule):
     # source keys (relative to the ViT) of this scheme's tensors in released
     # checkpoints; ``convert_foreign`` translates them
     foreign_keys: ClassVar[Optional[Pattern]] = None
+    # source buffers of this scheme that it recomputes (index tables, token
+    # positions): dropped, with that reason, whatever the target scheme
+    recomputed_keys: ClassVar[Optional[Pattern]] = None
 
     def __init__(self,
                  embed_dim: int,
@@ -142,12 +146,15 @@ class PositionalEncoding(ForeignWeights, BaseModule):
     def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
         """This scheme's tensors, converted; any other scheme's, dropped."""
         name = type(self).__name__
+        if self.recomputed_keys is not None and self.recomputed_keys.search(key):
+            return Claim({}, f'buffer that {name} recomputes for every grid')
         if self.foreign_keys is not None and self.foreign_keys.search(key):
             converted = self.convert_foreign(key, value)
             return Claim(converted) if converted else Claim({}, f'PE tensor that {name} '
                                                                 'does not use')
         owners = sorted(other for other, scheme in POS_ENCODINGS.module_dict.items()
-                        if scheme.foreign_keys is not None and scheme.foreign_keys.search(key))
+                        if any(keys is not None and keys.search(key)
+                               for keys in (scheme.foreign_keys, scheme.recomputed_keys)))
         if owners:
             return Claim({}, f'PE tensor that {name} does not use (layout of '
                              f'{", ".join(owners)})')
@@ -174,14 +181,8 @@ class PositionalEncoding(ForeignWeights, BaseModule):
 
     # ---- helpers shared by the schemes ------------------------------------
     def _block_set(self, blocks: Optional[Sequence[int]], name: str) -> frozenset:
-        """Validate a user's block list; None means every block."""
-        if blocks is None:
-            return frozenset(range(self.depth))
-        bad = [b for b in blocks if not 0 <= b < self.depth]
-        if bad:
-            raise ValueError(f'{type(self).__name__}: {name}={list(blocks)} names blocks '
-                             f'{bad} outside 0..{self.depth - 1}')
-        return frozenset(blocks)
+        """Validate a user's block list; None means every block, [] is refused."""
+        return check_block_list(type(self).__name__, name, blocks, self.depth)
 
     def _split_prefix(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         n = self.num_prefix_tokens

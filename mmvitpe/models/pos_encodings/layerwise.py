@@ -18,6 +18,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
+from mmvitpe.utils.validation import check_positive
+
 from .base import Grid, PEState, PositionalEncoding
 from .learned import AbsoluteTable, add_to_tokens, resolve_class_slot
 
@@ -41,6 +43,7 @@ class LayerwisePE(PositionalEncoding):
                  class_slot: Optional[bool] = None, interpolation: str = 'bicubic',
                  antialias: bool = False, norm_eps: float = 1e-6, **kwargs) -> None:
         super().__init__(**kwargs)
+        check_positive(type(self).__name__, 'norm_eps', norm_eps)
         if blocks is None:
             blocks = range(self.first_block, self.depth)
         self.blocks = sorted(self._block_set(blocks, 'blocks'))

@@ -12,12 +12,15 @@ import re
 from typing import Optional
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model.weight_init import trunc_normal_
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
 from .base import Grid, PEState, PositionalEncoding
+
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'area', 'nearest-exact')
 
 
 class AbsoluteTable(nn.Module):
@@ -37,6 +40,8 @@ class AbsoluteTable(nn.Module):
     def __init__(self, embed_dim: int, grid: Grid, num_slots: int,
                  interpolation: str = 'bicubic', antialias: bool = False) -> None:
         super().__init__()
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f'interpolation={interpolation!r}; valid: {INTERPOLATIONS}')
         self.grid = tuple(grid)
         self.num_slots = num_slots
         self.interpolation = interpolation
@@ -47,29 +52,35 @@ class AbsoluteTable(nn.Module):
     def fit_checkpoint(self, weight: Tensor) -> Tensor:
         """A checkpoint's table (1, S' + h*w, D) reshaped to this table's layout.
 
-        The class slot is detected by length, never guessed: the patch part
-        must be this table's grid or a square grid, and S' is what is left
-        (0 or 1). Source slots are dropped when this table has none; when it
-        has slots but the source has none, the current slot values are kept.
-        The patch part is resized to this table's grid.
+        The class slot is detected by length, never guessed, and this table's
+        own layout is tried first: its grid with its slots, its grid with the
+        other slot count (0 or 1), then a square grid with 0 or 1 slot. A
+        length that other readings also explain (1 + 4*6 = 5*5) is read the
+        first way and said so in the log. Source slots are dropped when this
+        table has none; when it has slots but the source has none, the current
+        slot values are kept. The patch part is resized to this table's grid.
         """
+        if not weight.is_floating_point():
+            raise ValueError(f'a position table must be floating point, got {weight.dtype}')
         if weight.dim() == 2:
             weight = weight[None]
-        length, area = weight.shape[1], self.grid[0] * self.grid[1]
-        source_grid = None
-        for slots in (0, 1):
-            side = math.isqrt(length - slots)
-            if length - slots == area:
-                source_grid = self.grid
-            elif side * side == length - slots:
-                source_grid = (side, side)
-            if source_grid is not None:
-                break
-        if source_grid is None or weight.shape[-1] != self.weight.shape[-1]:
+        if weight.dim() != 3 or weight.shape[0] != 1 or weight.shape[-1] != self.weight.shape[-1]:
+            raise ValueError(f'cannot fit a position table of shape {tuple(weight.shape)} to '
+                             f'{tuple(self.weight.shape)}: expected (1, slots + h*w, '
+                             f'{self.weight.shape[-1]})')
+        readings = self._grid_readings(weight.shape[1])
+        if not readings:
             raise ValueError(
                 f'cannot fit a position table of shape {tuple(weight.shape)} to '
                 f'{tuple(self.weight.shape)} (grid {self.grid}, {self.num_slots} class slot(s)): '
-                'its length is neither a square grid nor a square grid plus one class slot')
+                'its length is neither a square grid nor this grid, with or without one '
+                'class slot')
+        slots, source_grid = readings[0]
+        if len(readings) > 1:
+            others = '; '.join(f'{g[0]}x{g[1]} grid + {s} slot(s)' for s, g in readings[1:])
+            print_log(f'position table of length {weight.shape[1]} read as a {source_grid[0]}x'
+                      f'{source_grid[1]} grid + {slots} class slot(s) (this model\'s layout '
+                      f'first); it would also fit: {others}', logger='current', level=30)
         patches = resample_abs_pos_embed(
             weight[:, slots:], new_size=list(self.grid), old_size=list(source_grid),
             num_prefix_tokens=0, interpolation=self.interpolation, antialias=self.antialias)
@@ -77,6 +88,17 @@ class AbsoluteTable(nn.Module):
             return patches
         prefix = weight[:, :slots] if slots else self.weight[:, :self.num_slots].detach()
         return torch.cat([prefix.to(patches), patches], dim=1)
+
+    def _grid_readings(self, length: int) -> list:
+        """(slots, grid) pairs that explain a table length, this table's layout first."""
+        area = self.grid[0] * self.grid[1]
+        own_first = (self.num_slots, 1 - self.num_slots) if self.num_slots < 2 else (0, 1)
+        readings = [(s, self.grid) for s in own_first if length - s == area]
+        for slots in (0, 1):
+            side = math.isqrt(max(length - slots, 0))
+            if side and side * side == length - slots and (slots, (side, side)) not in readings:
+                readings.append((slots, (side, side)))
+        return readings
 
     def resized(self, grid: Grid) -> Tensor:
         return resample_abs_pos_embed(

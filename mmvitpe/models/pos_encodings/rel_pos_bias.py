@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_size_pair
 from .base import Grid, PEState, PositionalEncoding, expand_relative_table, pad_prefix
 
 
@@ -40,7 +41,8 @@ class RelPosBias(PositionalEncoding):
                  table_grid: Optional[Grid] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.blocks = sorted(self._block_set(blocks, 'blocks'))
-        self.table_grid = tuple(table_grid or self.pretrain_grid)
+        self.table_grid = (tuple(self.pretrain_grid) if table_grid is None
+                           else check_size_pair('RelPosBias', 'table_grid', table_grid))
         h, w = self.table_grid
         self.tables = nn.ParameterDict({
             str(b): nn.Parameter(torch.zeros((2 * h - 1) * (2 * w - 1), self.num_heads))
@@ -57,6 +59,12 @@ class RelPosBias(PositionalEncoding):
     def _fit_table(self, table: Tensor) -> Tensor:
         """A square Swin/BEiT table ((2s-1)^2 [+3 class entries], heads) -> ours."""
         length = table.shape[0]
+        if not table.is_floating_point():
+            raise ValueError(f'a relative position table must be floating point, got '
+                             f'{table.dtype}')
+        if table.dim() != 2 or table.shape[1] != self.num_heads:
+            raise ValueError(f'relative position table of shape {tuple(table.shape)} does not '
+                             f'fit RelPosBias: expected (entries, {self.num_heads} heads)')
         for extra in (0, 3):
             side = math.isqrt(length - extra)
             if side * side == length - extra and side % 2 == 1:
@@ -70,9 +78,9 @@ class RelPosBias(PositionalEncoding):
                              align_corners=False)
         return grid.reshape(self.num_heads, -1).t()
 
-    # BEiT/Swin tables, per block or BEiT's shared one; their index buffers are
-    # recomputed here, so they are matched to be reported as dropped
-    foreign_keys = re.compile(r'relative_position_(bias_table|index)$')
+    # BEiT/Swin tables, per block or BEiT's shared one
+    foreign_keys = re.compile(r'relative_position_bias_table$')
+    recomputed_keys = re.compile(r'relative_position_index$')
 
     def convert_foreign(self, key, value):
         """The shared table is copied to every block."""

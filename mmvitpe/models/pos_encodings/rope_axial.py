@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_positive
 from .rope import RotaryPE
 
 
@@ -25,6 +26,7 @@ class RoPEAxial(RotaryPE):
 
     def __init__(self, theta: float = 100.0, **kwargs) -> None:
         super().__init__(**kwargs)
+        theta = check_positive('RoPEAxial', 'theta', theta)
         d = self.head_dim
         w = 1.0 / theta ** (torch.arange(0, d, 4)[:d // 4].float() / d)
         zeros = torch.zeros_like(w)

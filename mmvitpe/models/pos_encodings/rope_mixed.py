@@ -16,6 +16,7 @@ from timm.layers.pos_embed_sincos import init_random_2d_freqs
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_positive
 from .rope import RotaryPE
 
 
@@ -30,15 +31,20 @@ class RoPEMixed(RotaryPE):
 
     def __init__(self, theta: float = 10.0, **kwargs) -> None:
         super().__init__(**kwargs)
+        theta = check_positive('RoPEMixed', 'theta', theta)
         self.freqs = nn.Parameter(init_random_2d_freqs(
             self.head_dim, self.depth, self.num_heads, temperature=theta))
 
     # rope-vit (2, depth, heads * d/2) or timm (2, depth, heads, d/2)
     foreign_keys = re.compile(r'^freqs$')
+    # rope-vit's mixed models store their token positions as buffers
+    recomputed_keys = re.compile(r'^freqs_t_[xy]$')
 
     def convert_foreign(self, key, value):
         if value.numel() != self.freqs.numel():
-            return None
+            raise ValueError(f'frequencies of shape {tuple(value.shape)} do not fit RoPEMixed '
+                             f'freqs {tuple(self.freqs.shape)} (depth {self.depth}, '
+                             f'{self.num_heads} heads, head_dim {self.head_dim})')
         return {'freqs': value.reshape(self.freqs.shape)}
 
     def frequencies(self) -> Tensor:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_positive
 from .base import Grid, PEState, PositionalEncoding
 from .learned import add_to_tokens
 
@@ -55,7 +56,7 @@ class SinCosPE(PositionalEncoding):
             raise ValueError(f'SinCosPE needs embed_dim divisible by 4, got {self.embed_dim}')
         if layout not in LAYOUTS:
             raise ValueError(f'SinCosPE layout={layout!r}; valid: {LAYOUTS}')
-        self.temperature = temperature
+        self.temperature = check_positive('SinCosPE', 'temperature', temperature)
         self.layout = layout
 
     def prepare(self, grid: Grid, device, dtype) -> PEState:

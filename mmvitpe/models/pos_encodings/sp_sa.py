@@ -28,6 +28,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_int
 from .base import (Grid, PEState, PositionalEncoding, expand_relative_table, pad_prefix,
                    relative_offsets)
 
@@ -64,7 +65,8 @@ class SPSA(PositionalEncoding):
                  hidden: Optional[int] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.blocks = sorted(self._block_set(blocks, 'blocks'))
-        self.hidden = hidden or self.embed_dim // self.num_heads
+        self.hidden = (self.embed_dim // self.num_heads if hidden is None
+                       else check_int('SPSA', 'hidden', hidden))
         self.priors = nn.ModuleDict({str(b): SpatialPriorMLP(self.num_heads, self.hidden)
                                      for b in self.blocks})
 

@@ -16,6 +16,8 @@ from timm.layers import PatchEmbed
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
+from mmvitpe.utils.validation import (check_image, check_int, check_int_list, check_positive,
+                                      check_rate, check_real, check_size_pair)
 from mmvitpe.weights.ownership import Claim, ForeignWeights
 from mmvitpe.weights.reader import backbone_part, read_state_dict
 from mmvitpe.weights.transfer import load_pretrained, remap
@@ -33,6 +35,9 @@ ARCH_SETTINGS: Dict[str, dict] = {
 
 def resolve_arch(arch: Union[str, dict], overrides: dict) -> dict:
     """An ARCH_SETTINGS preset (or a full dict) with the non-None overrides applied."""
+    if not isinstance(arch, (str, dict)):
+        raise TypeError(f'arch={arch!r} must be one of {sorted(ARCH_SETTINGS)} or a dict '
+                        'with embed_dim, depth, num_heads')
     if isinstance(arch, str):
         if arch not in ARCH_SETTINGS:
             raise ValueError(f'unknown arch {arch!r}; valid: {sorted(ARCH_SETTINGS)} '
@@ -139,12 +144,32 @@ class PEViT(ForeignWeights, BaseModule):
         super().__init__(init_cfg=init_cfg)
         settings = resolve_arch(arch, dict(embed_dim=embed_dim, depth=depth,
                                            num_heads=num_heads))
+        owner = type(self).__name__
         self.embed_dim, self.depth, self.num_heads = (
-            settings['embed_dim'], settings['depth'], settings['num_heads'])
-        self.patch_size = patch_size
-        pretrain_size = ((pretrain_size, pretrain_size)
-                         if isinstance(pretrain_size, int) else tuple(pretrain_size))
+            check_int(owner, k, settings[k]) for k in ('embed_dim', 'depth', 'num_heads'))
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f'{owner}: embed_dim={self.embed_dim} is not divisible by '
+                             f'num_heads={self.num_heads}')
+        self.patch_size = check_int(owner, 'patch_size', patch_size)
+        self.in_channels = check_int(owner, 'in_channels', in_channels)
+        pretrain_size = check_size_pair(owner, 'pretrain_size', pretrain_size)
         self.pretrain_grid = (pretrain_size[0] // patch_size, pretrain_size[1] // patch_size)
+        if min(self.pretrain_grid) < 1:
+            raise ValueError(f'{owner}: pretrain_size={pretrain_size} with patch_size='
+                             f'{patch_size} gives a {self.pretrain_grid[0]}x'
+                             f'{self.pretrain_grid[1]} patch grid; it must be >= patch_size')
+        if int(self.embed_dim * check_positive(owner, 'mlp_ratio', mlp_ratio)) < 1:
+            raise ValueError(f'{owner}: mlp_ratio={mlp_ratio} gives a zero-width MLP at '
+                             f'embed_dim={self.embed_dim}')
+        for name, rate in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                           ('drop_path_rate', drop_path_rate)):
+            check_rate(owner, name, rate)
+        check_positive(owner, 'norm_eps', norm_eps)
+        check_int(owner, 'num_classes', num_classes, minimum=0)
+        if layer_scale_init_value is not None:
+            check_real(owner, 'layer_scale_init_value', layer_scale_init_value)
+        if not isinstance(class_token, bool):
+            raise TypeError(f'{owner}: class_token={class_token!r} must be True or False')
         self.num_prefix_tokens = 1 if class_token else 0
         if global_pool is None:
             global_pool = 'token' if class_token else 'avg'
@@ -187,6 +212,8 @@ class PEViT(ForeignWeights, BaseModule):
 
         # foreign checkpoints arriving through load_state_dict (load_from, resume)
         self._register_load_state_dict_pre_hook(self._adopt_foreign_keys)
+        # the shape check runs before any subclass's forward touches the image
+        self.register_forward_pre_hook(self._check_input, with_kwargs=True)
         self.blocks.apply(_init_linear_and_norm)
         if self.head is not None:
             _init_linear_and_norm(self.head)
@@ -194,19 +221,35 @@ class PEViT(ForeignWeights, BaseModule):
             trunc_normal_(self.cls_token, std=0.02)
 
     def _per_block_windows(self, window_size, window_block_indexes) -> list:
-        if not isinstance(window_size, int):
-            sizes = [w or 0 for w in window_size]
-            if len(sizes) != self.depth or window_block_indexes:
+        owner = type(self).__name__
+        indexes = check_int_list(owner, 'window_block_indexes', window_block_indexes)
+        if isinstance(window_size, (list, tuple)):
+            sizes = [0 if w is None else check_int(owner, f'window_size[{i}]', w, minimum=0)
+                     for i, w in enumerate(window_size)]
+            if len(sizes) != self.depth or indexes:
                 raise ValueError(f'window_size as a list needs one entry per block ({self.depth}) '
                                  f'and no window_block_indexes; got {list(window_size)}')
-            return sizes
-        bad = [i for i in window_block_indexes if not 0 <= i < self.depth]
-        if bad:
-            raise ValueError(f'window_block_indexes {bad} outside 0..{self.depth - 1}')
-        if window_block_indexes and window_size <= 0:
-            raise ValueError('window_block_indexes is set but window_size is not positive')
-        windowed = set(window_block_indexes)
-        return [window_size if i in windowed else 0 for i in range(self.depth)]
+        else:
+            window_size = check_int(owner, 'window_size', window_size, minimum=0)
+            bad = [i for i in indexes if not 0 <= i < self.depth]
+            if bad:
+                raise ValueError(f'window_block_indexes {bad} outside 0..{self.depth - 1}')
+            if indexes and window_size <= 0:
+                raise ValueError('window_block_indexes is set but window_size is not positive')
+            if window_size and not indexes:
+                raise ValueError(f'{owner}: window_size={window_size} without '
+                                 'window_block_indexes windows no block; name the blocks in '
+                                 'window_block_indexes, or give window_size as a per-block list')
+            sizes = [window_size if i in set(indexes) else 0 for i in range(self.depth)]
+        if max(sizes) > max(self.pretrain_grid):
+            raise ValueError(f'{owner}: window_size {max(sizes)} is larger than the '
+                             f'{self.pretrain_grid[0]}x{self.pretrain_grid[1]} patch grid of '
+                             'pretrain_size; use a window that fits the grid, or 0 (global)')
+        return sizes
+
+    def _check_input(self, module, args, kwargs) -> None:
+        check_image(type(self).__name__, args[0] if args else kwargs.get('img'),
+                    self.in_channels)
 
     # ---- weights ----------------------------------------------------------------
     def init_weights(self) -> None:
