@@ -68,16 +68,23 @@ def backbone_part(state: Dict[str, Tensor], prefix: Optional[str] = None,
     return part
 
 
-def read_state_dict(path: str) -> Dict[str, Tensor]:
+def read_state_dict(path: str, key: Optional[str] = None) -> Dict[str, Tensor]:
     """The tensors of a checkpoint file, unwrapped from its container.
+
+    Args:
+        key: The top-level entry to read, e.g. ``'state_dict_ema'`` for the EMA
+            weights of a timm checkpoint; by default the first of CONTAINER_KEYS.
 
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: refused (code in the pickle), truncated, or no tensors.
+        KeyError: ``key`` is not an entry of the file, naming those that hold tensors.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     obj = _read_safetensors(path) if path.endswith('.safetensors') else _read_torch(path)
+    if key is not None:
+        obj = _entry(obj, key, path)
     while isinstance(obj, dict):
         inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
         if inner is None:
@@ -87,3 +94,13 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
         raise CheckpointError(f'{path}: holds no tensors (a {type(obj).__name__}); expected a '
                               f'state dict, raw or under one of {list(CONTAINER_KEYS)}')
     return {re.sub(r'^module\.', '', k): v for k, v in obj.items() if isinstance(v, Tensor)}
+
+
+def _entry(obj: object, key: str, path: str) -> dict:
+    """``obj[key]``, or a KeyError naming the entries that hold tensors."""
+    if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+        return obj[key]
+    entries = sorted(k for k, v in obj.items() if isinstance(v, dict) and any(
+        isinstance(t, Tensor) for t in v.values())) if isinstance(obj, dict) else []
+    raise KeyError(f'{path}: no weights under key {key!r}; entries holding weights: '
+                   f'{entries or "none (a plain state dict: give no key)"}')
