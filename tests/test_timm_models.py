@@ -18,16 +18,16 @@ import timm
 import torch
 
 import mmvitpe  # noqa: F401  (registers the models)
+from helpers import one_intra_op_thread  # noqa: F401  (the fixture)
 from mmvitpe.models.timm_models import UnsupportedPool
 from mmvitpe.registry import POS_ENCODINGS
 
 CACHE = os.path.join(os.environ.get('MMVITPE_HOME', os.path.expanduser('~/.cache/mmvitpe')),
                      'timm-tests', timm.__version__)
 SCHEMES = sorted(POS_ENCODINGS.module_dict)
-# timm's fast-test size of every scheme, with and without a class token
-TEST_MODELS = [f'test_pevit_{s.lower()}' for s in SCHEMES] + [
-    f'test_pevit_{s.lower()}_cls' for s in SCHEMES
-    if POS_ENCODINGS.module_dict[s].supports_class_token]
+# timm's fast-test size of every scheme, with and without a class token: name -> scheme
+TEST_MODELS = {f'test_pevit_{s.lower()}{cls}': s for cls in ('', '_cls') for s in SCHEMES
+               if not cls or POS_ENCODINGS.module_dict[s].supports_class_token}
 DEIT_TINY = [f'deit_tiny{name[len("test_pevit"):]}_patch16_224' for name in TEST_MODELS]
 DEIT_SAMPLE = ['deit_tiny_mpvg_patch16_224', 'deit_tiny_learnedpe_cls_patch16_224',
                'deit_tiny_spsa_patch16_224']
@@ -45,23 +45,42 @@ UPSTREAM_TESTS = {
     'test_forward_after_prune_intermediate_layers': {},
     'test_head_hidden_size': dict(model_kwargs={}),
 }
+# Run on some schemes only, with the reason:
+# - fx tracing: most schemes branch on the token grid, which they read from the input's
+#   shape (resize a table only when the grid differs, RoPE's len(grid), window and
+#   offset sizes); symbolic fx cannot branch on traced values ("symbolically traced
+#   variables cannot be used as inputs to control flow"). The schemes that do not pass.
+FX_SCHEMES = ('NoPE', 'PEG', 'SinCosPE')
+# - test_prune_intermediate_layers_params_used wants a gradient on every parameter after
+#   pruning; ours freeze, not delete, the PE parameters of pruned blocks, which the scheme
+#   owns (see TimmPEViT.prune_intermediate_layers), so it runs on the schemes without
+#   per-block parameters. timm's own contract test, test_prune_intermediate_layers_contract
+#   (trainable parameters only), runs on all.
+PER_BLOCK_PE = ('LaPE', 'MPVG', 'PVG', 'RelPosBias', 'SPSA')
+PARTIAL_TESTS = {
+    'test_model_forward_fx': (dict(batch_size=1), FX_SCHEMES),
+    'test_model_backward_fx': (dict(batch_size=2), FX_SCHEMES),
+    'test_model_forward_fx_torchscript': (dict(batch_size=1), FX_SCHEMES),
+    'test_prune_intermediate_layers_params_used': (
+        {}, tuple(s for s in SCHEMES if s not in PER_BLOCK_PE)),
+}
 # Left out, with the reason:
-# - test_model_forward_torchscript, test_model_forward_fx_torchscript: a PE scheme
-#   keeps per-grid Python state (PEState with a dict of tensors, lru-cached offsets,
-#   Optional returns from its sites) that TorchScript cannot type.
-# - test_model_forward_fx, test_model_backward_fx: the PE state is built from the
-#   input's shape as Python ints (grid -> tables resized, windows, offsets), which
-#   symbolic fx tracing turns into Proxies it cannot branch or index on.
+# - test_model_forward_torchscript: PEViT is an mmengine BaseModule, whose is_init setter
+#   TorchScript cannot compile ("Expected bool but got Tensor"), and the schemes' PEState
+#   (a dict of tensors and Python ints) has no TorchScript type.
 # - test_features_only_grad_checkpointing_backward: timm 1.0.31's FeatureGetterNet (the
 #   features_only wrapper of its ViTs, and ours) has no set_grad_checkpointing; timm
 #   runs it on FeatureListNet models only. test_grad_checkpointing_gives_the_same_gradients
 #   below checks ours.
-# - test_prune_intermediate_layers_params_used: wants a gradient on every parameter after
-#   pruning; ours freeze (not delete) the PE parameters of pruned blocks, which the
-#   scheme owns (see TimmPEViT.prune_intermediate_layers). timm's own contract test,
-#   test_prune_intermediate_layers_contract, checks trainable parameters only, and runs.
 # - test_model_inference, test_model_load_pretrained, test_model_features_pretrained:
 #   need published weights on the Hugging Face hub; ours are trained by the user.
+UPSTREAM_CASES = [
+    (test, name, kwargs)
+    for test, (kwargs, schemes) in {**{t: (k, SCHEMES) for t, k in UPSTREAM_TESTS.items()},
+                                    **PARTIAL_TESTS}.items()
+    for name, scheme in TEST_MODELS.items() if scheme in schemes]
+
+pytestmark = pytest.mark.usefixtures('one_intra_op_thread')
 
 
 def _download_sdist_tests() -> str:
@@ -86,16 +105,6 @@ def _download_sdist_tests() -> str:
     return path
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """These models are tiny: a second intra-op thread only adds synchronisation, which
-    on a busy 2-core machine made timm's prune tests 50x slower (6.4 s against 0.13 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope='module')
 def upstream():
     """timm's test_models module (importing it lists timm's models, as collection does)."""
@@ -106,10 +115,10 @@ def upstream():
     return module
 
 
-@pytest.mark.parametrize('test_name', list(UPSTREAM_TESTS))
-@pytest.mark.parametrize('model_name', TEST_MODELS)
-def test_timm_generic_model_tests(upstream, model_name, test_name):
-    getattr(upstream, test_name)(model_name=model_name, **UPSTREAM_TESTS[test_name])
+@pytest.mark.parametrize('test_name,model_name,kwargs', UPSTREAM_CASES,
+                         ids=[f'{name}-{test}' for test, name, _ in UPSTREAM_CASES])
+def test_timm_generic_model_tests(upstream, test_name, model_name, kwargs):
+    getattr(upstream, test_name)(model_name=model_name, **kwargs)
 
 
 @pytest.mark.parametrize('model_name', DEIT_SAMPLE)
