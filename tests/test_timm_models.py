@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import warnings
 
 import pytest
 import timm
@@ -111,7 +112,9 @@ def upstream():
     spec = importlib.util.spec_from_file_location('timm_upstream_test_models',
                                                   _download_sdist_tests())
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with warnings.catch_warnings():  # its CI markers (base, cfg, ...) are not registered here
+        warnings.simplefilter('ignore', pytest.PytestUnknownMarkWarning)
+        spec.loader.exec_module(module)
     return module
 
 
@@ -153,6 +156,8 @@ def test_bad_arguments_get_clear_errors():
         model.reset_classifier(3, 'token')
     with pytest.raises(ValueError, match="global_pool='map'; valid:"):
         model.reset_classifier(3, 'map')
+    unpooled = timm.create_model('test_pevit_nope_cls', num_classes=0, global_pool='')
+    assert unpooled(torch.randn(1, 3, 32, 32)).shape == (1, 1 + 4, 64)
 
 
 @pytest.mark.parametrize('name', ['test_pevit_mpvg', 'test_pevit_lape_cls'])

@@ -74,7 +74,9 @@ class TimmPEViT(PEViT):
             self.has_class_token = class_token
             self.num_features = self.head_hidden_size = self.embed_dim
             self.head_drop = nn.Dropout(drop_rate)
-            self.reset_classifier(num_classes, global_pool or ('token' if class_token else 'avg'))
+            if global_pool is None:
+                global_pool = 'token' if class_token else 'avg'
+            self.reset_classifier(num_classes, global_pool)
         if dtype is not None:
             self.to(dtype)
         self.feature_info = [dict(module=f'blocks.{i}', num_chs=self.embed_dim,
