@@ -1,9 +1,11 @@
 """timm models: DeiT-Ti/S/B-sized classifiers with each PE scheme, built the timm way.
 
-So that a PE scheme can be pretrained on ImageNet with timm's own ``train.py``
-(after ``import mmvitpe``, e.g. through ``--model-kwargs`` or a wrapper)::
+So that a PE scheme can be pretrained on ImageNet with timm's own ``train.py``,
+whose ``--device-modules`` imports mmvitpe (which registers these models)::
 
-    python train.py --model deit_tiny_mpvg_patch16_224 --layer-decay 0.65 ...
+    python train.py --device-modules mmvitpe --model deit_tiny_mpvg_patch16_224 ...
+
+A scheme's arguments go through ``--model-kwargs pos_embed="{'hidden': 32}"``.
 
 Names: ``deit_{tiny,small,base}_{scheme}_patch16_224`` pool with GAP and have
 no class token (MPVG/PVG style); ``..._cls_patch16_224`` use a class token
