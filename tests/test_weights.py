@@ -278,7 +278,7 @@ def test_timm_pretrained_scheme_round_trips_into_vit_adapter(tmp_path):
     adapter.eval()
     img = torch.randn(1, 3, 224, 160)
     with torch.no_grad():
-        ref, _ = model.forward_features(img)
+        ref = model.forward_features(img)
         x, state = adapter.embed(img)
         ours = adapter.finalize(adapter.forward_blocks(x, state), state)
     torch.testing.assert_close(ours, ref)

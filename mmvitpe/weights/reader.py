@@ -148,13 +148,18 @@ def backbone_part(state: Dict[str, Tensor], prefix: Optional[str] = None,
     return part
 
 
-def read_state_dict(path: str) -> Dict[str, Tensor]:
+def read_state_dict(path: str, key: Optional[str] = None) -> Dict[str, Tensor]:
     """The tensors of a checkpoint file, unwrapped from its container.
+
+    Args:
+        key: The top-level entry to read, e.g. ``'state_dict_ema'`` for the EMA
+            weights of a timm checkpoint; by default the first of CONTAINER_KEYS.
 
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: refused (code in the pickle), truncated, no tensors, a
-            non-tensor value under a parameter's key, or two keys for one parameter.
+            non-tensor value under a parameter's key, two keys for one parameter,
+            or ``key`` not an entry of the file (naming those that hold tensors).
     """
     if path.endswith('.safetensors'):
         if not os.path.isfile(path):
@@ -162,18 +167,20 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
         obj = _read_safetensors(path)
     else:
         obj = read_checkpoint(path)
+    if key is not None:
+        obj = _entry(obj, key, path)
     obj = _unwrap(path, obj) if isinstance(obj, dict) else obj
     if not isinstance(obj, dict):
         raise CheckpointError(f'{path}: holds a {type(obj).__name__}, not a state dict (raw or '
                               f'under one of {list(CONTAINER_KEYS)})')
-    for key, value in obj.items():
-        if not isinstance(key, str):
-            raise CheckpointError(f'{path}: key {key!r} is a {type(key).__name__}; state dict '
+    for name, value in obj.items():
+        if not isinstance(name, str):
+            raise CheckpointError(f'{path}: key {name!r} is a {type(name).__name__}; state dict '
                                   'keys are parameter names (str)')
-        if key not in METADATA_KEYS and not isinstance(value, Tensor):
+        if name not in METADATA_KEYS and not isinstance(value, Tensor):
             kind = f'{type(value).__module__}.{type(value).__name__}'.removeprefix('builtins.')
             raise CheckpointError(
-                f'{path}: {key!r} holds a value of type {kind}, not a tensor; every entry of a '
+                f'{path}: {name!r} holds a value of type {kind}, not a tensor; every entry of a '
                 'state dict must be a torch.Tensor (convert it with torch.as_tensor and save '
                 'again)')
     state = strip_module_prefix(path, {k: v for k, v in obj.items() if k not in METADATA_KEYS})
@@ -195,3 +202,13 @@ def strip_module_prefix(path: str, state: dict) -> dict:
                                   'keep one')
         out[name], original[name] = value, key
     return out
+
+
+def _entry(obj: object, key: str, path: str) -> dict:
+    """``obj[key]``, or a CheckpointError naming the entries that hold tensors."""
+    if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+        return obj[key]
+    entries = sorted(k for k, v in obj.items() if isinstance(v, dict) and any(
+        isinstance(t, Tensor) for t in v.values())) if isinstance(obj, dict) else []
+    raise CheckpointError(f'{path}: no weights under key {key!r}; entries holding weights: '
+                          f'{entries or "none (a plain state dict: give no key)"}')

@@ -107,7 +107,9 @@ class PEViT(ForeignWeights, BaseModule):
             checkpoint=PATH, prefix=None, strict=True)`` loads released weights
             of any supported layout and PE scheme (see ``mmvitpe.weights``)
             when ``init_weights()`` runs, never in ``__init__``; ``strict``
-            fails on anything the load report cannot explain.
+            fails on anything the load report cannot explain. ``key`` picks
+            the file's entry, e.g. ``key='state_dict_ema'`` for the EMA
+            weights of a timm checkpoint.
         pretrained: Deprecated spelling of ``init_cfg=dict(type='Pretrained',
             checkpoint=...)`` (mmseg's ``model.pretrained`` lands here).
     """
@@ -196,7 +198,7 @@ class PEViT(ForeignWeights, BaseModule):
             pos_embed if pos_embed is not None else dict(type='LearnedPE'),
             embed_dim=self.embed_dim, num_heads=self.num_heads, depth=self.depth,
             num_prefix_tokens=self.num_prefix_tokens, pretrain_grid=self.pretrain_grid)
-        rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, self.depth, device='cpu').tolist()
         self.blocks = nn.ModuleList([
             Block(self.embed_dim, self.num_heads, index=i, mlp_ratio=mlp_ratio,
                   qkv_bias=qkv_bias, window_size=self.window_sizes[i],
@@ -265,14 +267,15 @@ class PEViT(ForeignWeights, BaseModule):
         cfg = self.init_cfg
         if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
             return super().init_weights()
-        unknown = set(cfg) - {'type', 'checkpoint', 'prefix', 'strict', 'map_location'}
+        unknown = set(cfg) - {'type', 'checkpoint', 'key', 'prefix', 'strict', 'map_location'}
         if unknown:
             raise ValueError(f'init_cfg Pretrained: unknown keys {sorted(unknown)}; valid: '
-                             "checkpoint, prefix, strict, map_location")
-        state = backbone_part(read_state_dict(cfg['checkpoint']), cfg.get('prefix'),
-                              source=cfg['checkpoint'])
+                             "checkpoint, key, prefix, strict, map_location")
+        state = backbone_part(read_state_dict(cfg['checkpoint'], cfg.get('key')),
+                              cfg.get('prefix'), source=cfg['checkpoint'])
         report = load_pretrained(self, state, strict=cfg.get('strict', True))
-        print_log(f'loaded {cfg["checkpoint"]} into {type(self).__name__} '
+        entry = f' [{cfg["key"]}]' if cfg.get('key') else ''
+        print_log(f'loaded {cfg["checkpoint"]}{entry} into {type(self).__name__} '
                   f'({type(self.pe).__name__}):\n{report.table()}', logger='current')
         self._is_init = True
 
