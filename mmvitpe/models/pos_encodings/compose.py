@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.weights.ownership import Claim
+from mmvitpe.weights.transfer import IncompatibleCheckpointError
 from .base import Grid, PEState, PositionalEncoding, composite_member_key, layout_owners
 
 CONTEXT_ARGS = frozenset(inspect.signature(PositionalEncoding.__init__).parameters) - {'self'}
@@ -183,8 +184,9 @@ class Compose(PositionalEncoding):
     def _one_holder(self, key: str, holders: List[int]) -> None:
         if len(holders) > 1:
             names = ' and '.join(f'{i} ({type(self.members[i]).__name__})' for i in holders)
-            raise ValueError(f'{key}: claimed by pos_embed members {names}; a tensor can feed '
-                             f'only one: rename it to pe.members.<i>.<name> or drop it')
+            raise IncompatibleCheckpointError(
+                f'{key}: claimed by pos_embed members {names}; a tensor can feed '
+                f'only one: rename it to pe.members.<i>.<name> or drop it')
 
     def requires_checkpoint(self, name: str) -> bool:
         member, rest = self._split(name)

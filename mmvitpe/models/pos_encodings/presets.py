@@ -8,7 +8,7 @@ arguments are overridden under its type name (see :class:`Preset`).
 =================  =================================================  ===================================
 type               members                                            as in
 =================  =================================================  ===================================
-``BEiTPE``         LearnedPE + RelPosBias (per block)                 BEiT with ``use_abs_pos_emb``
+``BEiTPE``         LearnedPE + RelPosBias (per block, class entries)  BEiT with ``use_abs_pos_emb``
 ``RoPEAxialAPE``   LearnedPE (no class slot) + RoPEAxial (theta 100)  rope-vit ``rope_axial_ape``; timm ``vit_*_patch16_rope_ape_224``
 ``RoPEMixedAPE``   LearnedPE (no class slot) + RoPEMixed (theta 10)   rope-vit ``rope_mixed_ape``; timm ``vit_*_patch16_rope_mixed_ape_224``
 ``SPViTPE``        LearnedPE (no class slot) + SPSA (all blocks but   the released SP-ViT (``tlt/models/spvit.py``)
@@ -33,8 +33,15 @@ from .compose import Preset
 
 @POS_ENCODINGS.register_module()
 class BEiTPE(Preset):
-    """Learned absolute table plus per-block relative position bias (BEiT)."""
+    """Learned absolute table plus per-block relative position bias (BEiT), with
+    BEiT's class-token bias entries when the model has a class token."""
     MEMBERS = ('LearnedPE', 'RelPosBias')
+
+    @classmethod
+    def defaults(cls, context: dict) -> Dict[str, dict]:
+        has_class_token = context.get('num_prefix_tokens', 0) > context.get(
+            'num_register_tokens', 0)
+        return dict(RelPosBias=dict(class_entries=has_class_token))
 
 
 @POS_ENCODINGS.register_module()
