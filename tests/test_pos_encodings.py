@@ -29,14 +29,21 @@ def valid_combinations():
             yield scheme, class_token
 
 
-@pytest.mark.parametrize('scheme,class_token', list(valid_combinations()))
-def test_any_grid_forward_backward(scheme, class_token):
-    model = vit(scheme, class_token)
+def with_registers():
+    """Each scheme with 1 class + 4 register tokens (4 registers alone without class token)."""
+    for scheme in SCHEMES:
+        yield scheme, POS_ENCODINGS.module_dict[scheme].supports_class_token, 4
+
+
+@pytest.mark.parametrize('scheme,class_token,registers',
+                         [(s, c, 0) for s, c in valid_combinations()] + list(with_registers()))
+def test_any_grid_forward_backward(scheme, class_token, registers):
+    model = vit(scheme, class_token, num_register_tokens=registers)
     for grid in GRIDS:
         img = torch.randn(2, 3, grid[0] * 4, grid[1] * 4, requires_grad=True)
         tokens, out_grid = model.forward_features(img)
         assert out_grid == grid
-        assert tokens.shape == (2, grid[0] * grid[1] + class_token, 32)
+        assert tokens.shape == (2, grid[0] * grid[1] + class_token + registers, 32)
         model(img).square().sum().backward()
         assert torch.isfinite(img.grad).all()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters()
