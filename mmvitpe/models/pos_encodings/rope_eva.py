@@ -97,8 +97,8 @@ class RoPEEVA02(PositionalEncoding):
 
     def prepare(self, grid: Grid, device, dtype) -> PEState:
         state = PEState(tuple(grid))
-        state.tensors['rope'] = self._inference_cached((state.grid, device),
-                                                       lambda: self._embed(state.grid))
+        key = (state.grid, device, self.rope.bands.dtype)  # timm keeps bands >= fp32
+        state.tensors['rope'] = self._inference_cached(key, lambda: self._embed(state.grid))
         return state
 
     def rotate(self, qk: Tensor, block: int, state: PEState) -> Tensor:
