@@ -5,12 +5,14 @@ A list of configs (or ``dict(type='Compose', schemes=[...])``) builds a
 composite (compose.py); presets.py names the common composites.
 """
 from mmvitpe.registry import POS_ENCODINGS
+from .alibi_2d import ALiBi2D
 from .base import Grid, PEState, PositionalEncoding
 from .compose import Compose, CompositeState
 from .factorized import FactorizedPE
 from .layerwise import LayerwisePE
 from .lape import LaPE
 from .learned import LearnedPE
+from .lookhere import LookHere
 from .mpvg import MPVG
 from .none import NoPE
 from .peg import PEG
@@ -18,6 +20,8 @@ from .pvg import PVG
 from .rel_pos_bias import RelPosBias
 from .rope import RotaryPE
 from .rope_axial import RoPEAxial
+from .rope_dinov3 import RoPEDINOv3
+from .rope_eva import RoPEEVA02
 from .rope_mixed import RoPEMixed
 from .sincos import SinCosPE
 from .sp_sa import SPSA
@@ -62,6 +66,7 @@ def build_pos_encoding(cfg, **context) -> PositionalEncoding:
 __all__ = [
     'Grid', 'PEState', 'PositionalEncoding', 'build_pos_encoding', 'NoPE', 'LearnedPE',
     'FactorizedPE', 'SinCosPE', 'PEG', 'RelPosBias', 'SPSA', 'LayerwisePE', 'LaPE', 'PVG',
-    'MPVG', 'RotaryPE', 'RoPEAxial', 'RoPEMixed', 'Compose', 'CompositeState', 'BEiTPE',
-    'RoPEAxialAPE', 'RoPEMixedAPE', 'SPViTPE'
+    'MPVG', 'RotaryPE', 'RoPEAxial', 'RoPEMixed', 'RoPEDINOv3', 'RoPEEVA02', 'ALiBi2D',
+    'LookHere', 'Compose', 'CompositeState', 'BEiTPE', 'RoPEAxialAPE', 'RoPEMixedAPE',
+    'SPViTPE'
 ]
