@@ -160,6 +160,23 @@ def test_rope_ape_presets_equal_timm(name, preset):
                                        rtol=0, atol=1e-5)
 
 
+def test_eva02_preset_equals_timm_eva02_pe():
+    # timm's eva02_tiny with a GELU MLP: SwiGLU is the backbone's, not the PE's
+    ref = _perturbed(timm.create_model('eva02_tiny_patch14_224', pretrained=False, depth=2,
+                                       embed_dim=64, num_heads=2, img_size=112, num_classes=0,
+                                       swiglu_mlp=False, mlp_ratio=4., ref_feat_shape=(8, 8),
+                                       global_pool='token', dynamic_img_size=True)).eval()
+    ours = PEViT(embed_dim=64, depth=2, num_heads=2, patch_size=14, pretrain_size=112,
+                 class_token=True, pos_embed=dict(type='EVA02PE')).eval()
+    report = load_pretrained(ours, ref.state_dict())
+    assert report.loaded and not report.new and not report.dropped
+    for size in ((112, 112), (84, 140)):
+        img = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(ours.forward_features(img)[0], ref.forward_features(img),
+                                       rtol=0, atol=1e-5)
+
+
 def test_beit_preset_equals_timm_beit_with_absolute_and_relative_pe():
     from timm.models.beit import Beit
     ref = _perturbed(Beit(img_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=4,

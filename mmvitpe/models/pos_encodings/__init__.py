@@ -25,7 +25,8 @@ from .rope_eva import RoPEEVA02
 from .rope_mixed import RoPEMixed
 from .sincos import SinCosPE
 from .sp_sa import SPSA
-from .presets import BEiTPE, RoPEAxialAPE, RoPEMixedAPE, SPViTPE  # noqa: E402 (after members)
+from .presets import (BEiTPE, EVA02PE, RoPEAxialAPE, RoPEMixedAPE,  # noqa: E402 (after members)
+                      SPViTPE)
 
 
 def _valid_types() -> list:
@@ -68,5 +69,5 @@ __all__ = [
     'FactorizedPE', 'SinCosPE', 'PEG', 'RelPosBias', 'SPSA', 'LayerwisePE', 'LaPE', 'PVG',
     'MPVG', 'RotaryPE', 'RoPEAxial', 'RoPEMixed', 'RoPEDINOv3', 'RoPEEVA02', 'ALiBi2D',
     'LookHere', 'Compose', 'CompositeState', 'BEiTPE', 'RoPEAxialAPE', 'RoPEMixedAPE',
-    'SPViTPE'
+    'SPViTPE', 'EVA02PE'
 ]

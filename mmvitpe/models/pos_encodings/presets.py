@@ -13,10 +13,13 @@ type               members                                            as in
 ``RoPEMixedAPE``   LearnedPE (no class slot) + RoPEMixed (theta 10)   rope-vit ``rope_mixed_ape``; timm ``vit_*_patch16_rope_mixed_ape_224``
 ``SPViTPE``        LearnedPE (no class slot) + SPSA (all blocks but   the released SP-ViT (``tlt/models/spvit.py``)
                    the last two) + PEG after every block
+``EVA02PE``        LearnedPE (class slot) + RoPEEVA02 (positions      EVA-02; timm ``eva02_*``
+                   rescaled to the pretraining grid)
 =================  =================================================  ===================================
 
 The RoPE presets resize their table as timm does (``antialias=True``), so timm's
-models run unchanged at any grid.
+models run unchanged at any grid. EVA-02's SwiGLU MLP and sub-LN are not PE and
+belong to the backbone, not to this preset.
 
 SP-ViT: the released models use SP-SA in the first ``local_up_to_layer`` blocks
 (14 of 16 for SP-ViT-S, 22 of 24 for -L) and a PosCNN after every block, and
@@ -75,3 +78,13 @@ class SPViTPE(Preset):
         return dict(LearnedPE=dict(class_slot=False),
                     SPSA=dict(blocks=list(range(max(depth - 2, 1)))),
                     PEG=dict(blocks=list(range(depth))))
+
+
+@POS_ENCODINGS.register_module()
+class EVA02PE(Preset):
+    """EVA-02's PE: learned absolute table (class slot) plus its rescaled RoPE."""
+    MEMBERS = ('LearnedPE', 'RoPEEVA02')
+
+    @classmethod
+    def defaults(cls, context: dict) -> Dict[str, dict]:
+        return dict(LearnedPE=dict(antialias=True))
