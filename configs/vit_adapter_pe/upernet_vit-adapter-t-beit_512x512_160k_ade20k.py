@@ -1,4 +1,5 @@
-# ViT-Adapter-T UperNet 160k with BEiT's absolute + relative PE (composite preset BEiTPE: LearnedPE + RelPosBias).
+# ViT-Adapter-T UperNet 160k with BEiT's absolute + relative PE.
+# Composite preset BEiTPE: LearnedPE + RelPosBias.
 # No published number for this combination.
 # Starts from DeiT-T weights (learned PE); see the README on moving weights across schemes.
 _base_ = '../vit_adapter/upernet_vit-adapter-t_512x512_160k_ade20k.py'

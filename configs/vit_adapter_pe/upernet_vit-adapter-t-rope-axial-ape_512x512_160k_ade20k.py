@@ -1,4 +1,5 @@
-# ViT-Adapter-T UperNet 160k with RoPE-ViT axial RoPE + APE (composite preset RoPEAxialAPE: LearnedPE + RoPEAxial).
+# ViT-Adapter-T UperNet 160k with RoPE-ViT axial RoPE + APE.
+# Composite preset RoPEAxialAPE: LearnedPE + RoPEAxial.
 # No published number for this combination.
 # Starts from DeiT-T weights (learned PE); see the README on moving weights across schemes.
 _base_ = '../vit_adapter/upernet_vit-adapter-t_512x512_160k_ade20k.py'
