@@ -61,11 +61,24 @@ def test_relative_maps_at_init():
     assert relative_maps(vit('LaPE'), (5, 7)) == {}
 
 
+def test_relative_maps_of_the_fixed_biases():
+    alibi = relative_maps(vit('ALiBi2D'), (5, 7))['every block']  # one map for all blocks
+    assert alibi.shape == (4, 9, 13) and (alibi[:, 4, 6] == 0).all() and (alibi <= 0).all()
+    assert alibi[0, 4, 9] == pytest.approx(-3 * 2 ** -2)  # 3 patches right, slope 1/4
+    lookhere = relative_maps(vit('LookHere'), (5, 7))
+    assert set(lookhere) == {'block0', 'block1', 'block2'}
+    up = lookhere['block0'][0]  # head 0 looks up: NaN (not drawn) below the query row
+    assert up[5:].isnan().all() and not up[:5].isnan().any()
+
+
 def test_rope_frequency_rows():
     assert len(rope_frequency_rows(vit('RoPEMixed'))) == 3 * 4 * 4  # depth x heads x d/2
     axial = rope_frequency_rows(vit('RoPEAxial'))
     assert len(axial) == 4 and {r['angle_deg'] for r in axial} == {0.0, 90.0}
     assert rope_frequency_rows(vit('PEG')) == []
+    for scheme in ('RoPEDINOv3', 'RoPEEVA02'):  # axial: pairs turn with x or with y
+        rows = rope_frequency_rows(vit(scheme))
+        assert len(rows) == 4 and {r['angle_deg'] for r in rows} == {0.0, 90.0}
 
 
 def test_resolution_sweep_is_exact_at_the_reference_size():

@@ -12,7 +12,10 @@ CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, 'configs', '**', '*.py'
 SUFFIX_TO_SCHEME = {
     'none': 'NoPE', 'factorized': 'FactorizedPE', 'sincos': 'SinCosPE', 'peg': 'PEG',
     'rpb': 'RelPosBias', 'spsa': 'SPSA', 'lape': 'LaPE', 'pvg': 'PVG', 'mpvg': 'MPVG',
-    'rope-axial': 'RoPEAxial', 'rope-mixed': 'RoPEMixed',
+    'rope-axial': 'RoPEAxial', 'rope-mixed': 'RoPEMixed', 'rope-dinov3': 'RoPEDINOv3',
+    'rope-eva02': 'RoPEEVA02', 'alibi': 'ALiBi2D', 'lookhere': 'LookHere',
+    'beit': 'BEiTPE', 'rope-axial-ape': 'RoPEAxialAPE', 'rope-mixed-ape': 'RoPEMixedAPE',
+    'spvit': 'SPViTPE', 'eva02': 'EVA02PE',
 }
 
 

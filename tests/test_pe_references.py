@@ -164,3 +164,112 @@ def test_peg_is_timm_twins_posconv_after_block0():
     conv = wide.convs['0'].proj[0]
     assert abs(conv.weight.std().item() - (2 / 9) ** 0.5) < 0.02
     assert not conv.bias.any()
+
+
+def timm_eva(rope_type, **kw):
+    from timm.models.eva import Eva
+    return Eva(img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=0,
+               qkv_bias=False, global_pool='token', use_abs_pos_emb=False, use_rot_pos_emb=True,
+               rope_type=rope_type, dynamic_img_size=True, **kw).eval()
+
+
+@pytest.mark.parametrize('scheme,rope_args,eva_args', [
+    ('RoPEDINOv3', {}, dict(rope_type='dinov3', rope_temperature=100, rope_rotate_half=True)),
+    ('RoPEDINOv3', dict(normalize_coords='max'),
+     dict(rope_type='dinov3', rope_temperature=100, rope_rotate_half=True,
+          normalize_coords='max')),
+    ('RoPEEVA02', {}, dict(rope_type='cat', ref_feat_shape=(8, 8))),
+])
+def test_rope_schemes_match_timm_eva_at_any_grid(scheme, rope_args, eva_args):
+    """timm's live Eva (DINOv3 / EVA-02 RoPE, class token) and ours on its weights."""
+    if 'normalize_coords' in eva_args:  # not an Eva argument: set on its rope module
+        norm = eva_args.pop('normalize_coords')
+        ref = timm_eva(**eva_args)
+        ref.rope.normalize_coords = norm
+    else:
+        ref = timm_eva(**eva_args)
+    ours = PEViT(embed_dim=32, depth=2, num_heads=2, patch_size=4, pretrain_size=32,
+                 class_token=True, qkv_bias=False, pos_embed=dict(type=scheme, **rope_args)).eval()
+    from mmvitpe.weights import load_pretrained
+    load_pretrained(ours, ref.state_dict(), strict=True)
+    with torch.no_grad():
+        for size in [(32, 32), (28, 44), (60, 36)]:
+            img = torch.randn(1, 3, *size)
+            torch.testing.assert_close(ours.forward_features(img)[0], ref.forward_features(img),
+                                       atol=1e-5, rtol=1e-4)
+
+
+def test_rope_dinov3_matches_official_dinov3():
+    g = golden('dinov3_rope.pt')
+    pe = build_pos_encoding(dict(type='RoPEDINOv3'), embed_dim=32, num_heads=2, depth=1,
+                            num_prefix_tokens=1)
+    torch.testing.assert_close(pe.periods, g['periods'])
+    state = pe.prepare((3, 5), torch.device('cpu'), torch.float32)
+    sin, cos = state.tensors['rope'][:, 1:]
+    torch.testing.assert_close(sin, g['sin'])
+    torch.testing.assert_close(cos, g['cos'])
+    q, k = rotate_head_major(pe, g['q_in'], g['k_in'], 0, state)  # prefix token unrotated
+    torch.testing.assert_close(q, g['q_out'])
+    torch.testing.assert_close(k, g['k_out'])
+    for name, args in [('min', dict(normalize_coords='min')), ('max', dict(normalize_coords='max')),
+                       ('minmax', dict(base=None, min_period=0.5, max_period=40.0))]:
+        pe = build_pos_encoding(dict(type='RoPEDINOv3', **args), embed_dim=32, num_heads=2,
+                                depth=1)
+        sin, cos = pe.prepare((4, 2), torch.device('cpu'), torch.float32).tensors['rope']
+        torch.testing.assert_close(sin, g[f'sin_{name}'], msg=name)
+        torch.testing.assert_close(cos, g[f'cos_{name}'], msg=name)
+    torch.testing.assert_close(pe.periods, g['periods_minmax'])
+
+
+def test_rope_dinov3_augmentation_is_dinov3s_draws_in_training_only():
+    g = golden('dinov3_rope.pt')
+    pe = build_pos_encoding(dict(type='RoPEDINOv3', shift_coords=0.3, jitter_coords=1.5,
+                                 rescale_coords=2.0), embed_dim=32, num_heads=2, depth=1)
+
+    def sin_cos():
+        return pe.prepare((3, 5), torch.device('cpu'), torch.float32).tensors['rope']
+    torch.manual_seed(11)
+    sin, cos = sin_cos()  # training mode (the default)
+    torch.testing.assert_close(sin, g['sin_aug'])
+    torch.testing.assert_close(cos, g['cos_aug'])
+    assert not torch.allclose(sin_cos()[0], sin)  # a new draw every forward
+    torch.manual_seed(11)
+    torch.testing.assert_close(sin_cos(), torch.stack([sin, cos]))  # reproducible
+    pe.eval()
+    torch.testing.assert_close(sin_cos()[0], g['sin'])  # off in eval
+
+
+def test_rope_eva02_matches_official_eva02_with_rescaled_grids():
+    g = golden('eva02_rope.pt')
+    pe = build_pos_encoding(dict(type='RoPEEVA02'), embed_dim=32, num_heads=2, depth=1,
+                            num_prefix_tokens=1, pretrain_grid=(4, 4))
+    for ft in (6, 3):  # larger and smaller than the 4 x 4 pretraining grid
+        state = pe.prepare((ft, ft), torch.device('cpu'), torch.float32)
+        q, _ = rotate_head_major(pe, g[f'q_in_{ft}'], g[f'q_in_{ft}'], 0, state)
+        torch.testing.assert_close(q, g[f'q_out_{ft}'])
+
+
+def test_alibi_2d_matches_croma():
+    g = golden('croma_alibi.pt')
+    for heads, side in ((3, 4), (4, 3), (6, 3)):
+        pe = build_pos_encoding(dict(type='ALiBi2D'), embed_dim=12 * heads, num_heads=heads,
+                                depth=1)
+        state = pe.prepare((side, side), torch.device('cpu'), torch.float32)
+        bias, gain = pe.logit_terms(0, (side, side), state, 0)
+        assert gain is None
+        torch.testing.assert_close(bias, g[f'bias_{heads}h_{side}x{side}'][0])
+
+
+def test_lookhere_matches_official_lookhere():
+    g = golden('lookhere_bias.pt')
+    for name, args in g['cases'].items():  # the official lh_config of each tensor
+        pe = build_pos_encoding(dict(type='LookHere', **args), embed_dim=32, num_heads=4, depth=2)
+        state = pe.prepare((3, 4), torch.device('cpu'), torch.float32)
+        for block in range(2):
+            ours = pe.logit_terms(block, (3, 4), state, 0)[0]
+            ref = g[f'bias_{name}'][block].float()
+            masked = ref <= -1e38  # official: -bfloat16 max
+            assert torch.equal(ours.isneginf(), masked), (name, block)
+            # the official bias is stored in bfloat16
+            torch.testing.assert_close(ours[~masked], ref[~masked], rtol=2 ** -8, atol=0,
+                                       msg=f'{name} block {block}')

@@ -29,14 +29,21 @@ def valid_combinations():
             yield scheme, class_token
 
 
-@pytest.mark.parametrize('scheme,class_token', list(valid_combinations()))
-def test_any_grid_forward_backward(scheme, class_token):
-    model = vit(scheme, class_token)
+def with_registers():
+    """Each scheme with 1 class + 4 register tokens (4 registers alone without class token)."""
+    for scheme in SCHEMES:
+        yield scheme, POS_ENCODINGS.module_dict[scheme].supports_class_token, 4
+
+
+@pytest.mark.parametrize('scheme,class_token,registers',
+                         [(s, c, 0) for s, c in valid_combinations()] + list(with_registers()))
+def test_any_grid_forward_backward(scheme, class_token, registers):
+    model = vit(scheme, class_token, num_register_tokens=registers)
     for grid in GRIDS:
         img = torch.randn(2, 3, grid[0] * 4, grid[1] * 4, requires_grad=True)
         tokens, out_grid = model.forward_features(img)
         assert out_grid == grid
-        assert tokens.shape == (2, grid[0] * grid[1] + class_token, 32)
+        assert tokens.shape == (2, grid[0] * grid[1] + class_token + registers, 32)
         model(img).square().sum().backward()
         assert torch.isfinite(img.grad).all()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters()
@@ -110,7 +117,7 @@ def test_real_schemes_break_permutation_equivariance(scheme):
     assert _patch_permutation_gap(model) > 1e-2
 
 
-@pytest.mark.parametrize('scheme', ['RelPosBias', 'SPSA'])
+@pytest.mark.parametrize('scheme', ['RelPosBias', 'SPSA', 'ALiBi2D', 'LookHere'])
 def test_logit_terms_depend_only_on_offset(scheme):
     pe = build_pos_encoding(dict(type=scheme), embed_dim=32, num_heads=4, depth=2,
                             pretrain_grid=(5, 5))
@@ -122,7 +129,7 @@ def test_logit_terms_depend_only_on_offset(scheme):
     term = (bias if bias is not None else gain).view(4, 6, 9, 6, 9)
     # shifting query and key by the same (dy, dx) leaves the term unchanged
     torch.testing.assert_close(term[:, 1:, 2:, 1:, 2:], term[:, :-1, :-2, :-1, :-2])
-    assert term.std() > 0.1
+    assert term[term.isfinite()].std() > 0.1  # LookHere masks with -inf
 
 
 @pytest.mark.parametrize('table_grid', [(5, 7), (4, 4)])
@@ -142,7 +149,7 @@ def test_relative_bias_follows_the_swin_index_and_timm_resizing(table_grid):
     torch.testing.assert_close(bias, table[gen_relative_position_index((5, 7))].permute(2, 0, 1))
 
 
-@pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed'])
+@pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed', 'RoPEDINOv3', 'RoPEEVA02'])
 def test_rope_scores_depend_only_on_offset(scheme):
     pe = build_pos_encoding(dict(type=scheme), embed_dim=32, num_heads=2, depth=2,
                             pretrain_grid=(5, 5))
@@ -158,7 +165,9 @@ def test_rope_scores_depend_only_on_offset(scheme):
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
 
 
-@pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed', 'RelPosBias', 'SPSA'])
+# not RoPEDINOv3 / RoPEEVA02: their angle per patch scales with the grid side
+@pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed', 'RelPosBias', 'SPSA', 'ALiBi2D',
+                                    'LookHere'])
 def test_relative_schemes_stay_relative_in_windows(scheme):
     """All blocks windowed (2x2 tokens): cropping one window row off the top
     leaves every other token's output unchanged, wherever it sits absolutely."""
@@ -181,7 +190,7 @@ def test_tokens_stay_token_major_through_the_blocks():
     assert model.forward_blocks(x, state).is_contiguous()
 
 
-@pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed'])
+@pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed', 'RoPEDINOv3', 'RoPEEVA02'])
 def test_rope_leaves_the_class_token_unrotated(scheme):
     pe = build_pos_encoding(dict(type=scheme), embed_dim=32, num_heads=2, depth=2,
                             num_prefix_tokens=1)

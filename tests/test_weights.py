@@ -202,7 +202,7 @@ def test_a_new_scheme_brings_its_foreign_layout_in_its_own_class():
         model = small_adapter('ScaledInputPE')
         report = load_pretrained(model, sd, strict=True)
         torch.testing.assert_close(model.pe.scale, sd['other_codebase.pe_scale'][0])
-        assert report.resized['pe.scale'] == '(1, 64) -> (64,)'
+        assert report.resized == {'pe.scale': '(1, 64) -> (64,)'}  # flattened by its owner
         report = load_pretrained(small_adapter('LearnedPE'), sd, strict=True)
         assert report.dropped['other_codebase.pe_scale'] == (
             'PE tensor that LearnedPE does not use (layout of ScaledInputPE)')
@@ -311,3 +311,62 @@ def test_convert_weights_cli_writes_a_checkpoint_the_configs_load(tmp_path):
                              str(out), '--cfg-options', *tiny], cwd=repo, capture_output=True,
                             text=True)
     assert failed.returncode != 0 and 'blocks.0.attn.extra' in failed.stderr
+
+
+def test_dinov3_periods_and_eva02_tables_are_their_schemes_layouts():
+    # DINOv3: the persistent periods buffer, stored in bfloat16 by the released models
+    dinov3 = PEViT(embed_dim=64, depth=1, num_heads=4, pos_embed=dict(type='RoPEDINOv3'))
+    periods = (torch.rand(4) * 50 + 1).bfloat16()
+    mapped, report = remap({'rope_embed.periods': periods}, dinov3)
+    assert mapped['pe.periods'].dtype == torch.float32
+    torch.testing.assert_close(mapped['pe.periods'], periods.float())
+    _, report = remap({'rope_embed.periods': periods}, PEViT(embed_dim=64, depth=1, num_heads=4))
+    assert report.dropped['rope_embed.periods'] == (
+        'PE tensor that LearnedPE does not use (layout of RoPEDINOv3)')
+    # EVA-02: cos/sin tables of its fine-tuning grid, here a 6x6 grid over a 4x4 pretraining
+    # grid; recomputed, so they are checked against the scheme's arguments and dropped
+    g = golden('eva02_rope.pt')
+    tables = {'rope.freqs_cos': g['freqs_cos_6'], 'blocks.0.attn.rope.freqs_sin': g['freqs_sin_6']}
+    eva = PEViT(embed_dim=32, depth=1, num_heads=2, patch_size=4, pretrain_size=16,
+                pos_embed=dict(type='RoPEEVA02'))
+    mapped, report = remap(tables, eva)
+    assert not mapped and set(report.dropped) == set(tables)
+    wrong = PEViT(embed_dim=32, depth=1, num_heads=2, patch_size=4, pretrain_size=20,
+                  pos_embed=dict(type='RoPEEVA02'))
+    with pytest.raises(ValueError, match=r'rope.freqs_cos: .* ref_grid=\(5, 5\)'):
+        remap(tables, wrong)
+
+
+@pytest.mark.parametrize('scheme', ['rope-dinov3', 'rope-eva02'])
+def test_convert_weights_cli_carries_a_rope_schemes_own_tensors(tmp_path, scheme):
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sd = deit(class_token=False).state_dict()
+    if scheme == 'rope-dinov3':
+        sd['rope_embed.periods'] = torch.tensor([1.0, 3.0, 9.0, 27.0]).bfloat16()
+    else:  # EVA-02's tables for its 4x4 grid (64 px / patch 16), one per block as released
+        sd.pop('pos_embed')
+        table = PEViT(embed_dim=64, depth=1, num_heads=4, pretrain_size=64,
+                      pos_embed=dict(type='RoPEEVA02')).pe.rope.get_embed((4, 4))
+        for i in range(4):
+            sd[f'blocks.{i}.attn.rope.freqs_sin'], sd[f'blocks.{i}.attn.rope.freqs_cos'] = \
+                table.chunk(2, -1)
+    src, out = tmp_path / 'src.pth', tmp_path / 'converted.pth'
+    torch.save({'model': sd}, src)
+    config = f'configs/vit_adapter_pe/upernet_vit-adapter-t-{scheme}_512x512_160k_ade20k.py'
+    tiny = ['model.backbone.embed_dim=64', 'model.backbone.num_heads=4', 'model.backbone.depth=4',
+            'model.backbone.deform_num_heads=4', 'model.backbone.conv_inplane=8',
+            'model.backbone.interaction_indexes=[[0,0],[1,1],[2,2],[3,3]]',
+            'model.backbone.pretrain_size=64']
+    done = subprocess.run([sys.executable, 'tools/convert_weights.py', str(src), config, str(out),
+                           '--cfg-options', *tiny], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    converted = torch.load(out, weights_only=True)
+    converted = converted.get('state_dict', converted)
+    periods = [v for k, v in converted.items() if k.endswith('pe.periods')]
+    if scheme == 'rope-dinov3':
+        assert len(periods) == 1 and periods[0].tolist() == [1.0, 3.0, 9.0, 27.0]
+    else:
+        assert not any('freqs_' in k for k in converted)
+        assert 'freqs_cos' in done.stdout  # reported as dropped

@@ -31,7 +31,13 @@ class Claim(NamedTuple):
 
 
 class ForeignWeights:
-    """Mixin of modules that translate foreign checkpoint keys of their own parameters."""
+    """Mixin of modules that translate foreign checkpoint keys of their own parameters.
+
+    An owner that sets ``routes_inner_owners`` answers for the owners inside it
+    (a composite PE routes each tensor to one of its member schemes); the walk
+    then asks it alone.
+    """
+    routes_inner_owners: bool = False
 
     def merge_foreign(self, state: Dict[str, Tensor], prefix: str) -> Dict[str, Tensor]:
         """Whole-state conversions that need several source tensors at once

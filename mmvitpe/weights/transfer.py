@@ -57,9 +57,13 @@ class LoadReport:
 
 
 def _owners(model: nn.Module) -> List[Tuple[str, ForeignWeights]]:
-    """(prefix, module) of every weight owner in ``model``, deepest first."""
+    """(prefix, module) of every weight owner in ``model``, deepest first, less
+    those inside an owner that routes for them."""
     owners = [(name + '.' if name else '', m) for name, m in model.named_modules()
               if isinstance(m, ForeignWeights)]
+    routers = [p for p, m in owners if m.routes_inner_owners]
+    owners = [(p, m) for p, m in owners
+              if not any(p != r and p.startswith(r) for r in routers)]
     return sorted(owners, key=lambda o: -o[0].count('.'))
 
 

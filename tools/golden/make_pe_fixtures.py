@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Generate small golden test fixtures from the ORIGINAL reference implementations
-of four positional-encoding papers.
+of eight positional-encoding papers.
 
 The original code is NOT copied here.  At run time this script reads the upstream
 source files (from a git checkout or from a bare git mirror), extracts only the
@@ -20,6 +20,17 @@ Upstream sources read (commits used for the checked-in fixtures):
   ``compute_axial_cis``, ``init_t_xy``, ``reshape_for_broadcast``, ``apply_rotary_emb``.
 * MAE     github.com/facebookresearch/mae @ efb2a8062c206524e35e47d04501ed4f544c0ae8,
   ``util/pos_embed.py``: ``get_2d_sincos_pos_embed`` (+ the two helpers it calls).
+* DINOv3  github.com/facebookresearch/dinov3 @ 6876159a11b4df116f30f667f8c9888617df0751,
+  ``dinov3/layers/rope_position_encoding.py``: ``RopePositionEmbedding``;
+  ``dinov3/layers/attention.py``: ``rope_rotate_half``, ``rope_apply``, ``SelfAttention``.
+* EVA-02  github.com/baaivision/EVA @ 5623d08bb08a8268c7bc18e1d9b8b4bd651fe4d9,
+  ``EVA-02/asuka/rope.py``: ``broadcat``, ``rotate_half``, ``VisionRotaryEmbeddingFast``
+  (needs ``einops``).
+* CROMA   github.com/antofuller/CROMA @ 59505a6bcadbf36ba20767270154bf9f3067c5e7,
+  ``use_croma.py``: ``get_2dalibi``.
+* LookHere github.com/GreenCUBIC/lookhere @ 641deab8c6610b6480a5c564a9a34a29bf934574,
+  ``lookhere.py``: ``get_none_slopes``, ``get_slopes``, ``create_lh_bias_tensor``,
+  ``create_lh_layer_tensor`` (needs ``scipy``).
 
 Outputs (torch.save of plain dicts of tensors/ints/floats/strings; loadable with
 ``torch.load(path, weights_only=True)``):
@@ -28,18 +39,26 @@ Outputs (torch.save of plain dicts of tensors/ints/floats/strings; loadable with
 * tests/fixtures/golden/lape_block.pt
 * tests/fixtures/golden/ropevit.pt
 * tests/fixtures/golden/mae_sincos.pt
+* tests/fixtures/golden/dinov3_rope.pt, eva02_rope.pt, croma_alibi.pt, lookhere_bias.pt
 
 Each file carries a 'notes' string (formulas / conventions) and a 'source' string
 (repo, commit, path, sha256 of the source file that was executed).
 
 Regenerate (repo arguments may be a bare git dir, as returned by the mirror, or a
-normal checkout / extracted tree; ``--rev`` selects the revision for bare git dirs):
+normal checkout / extracted tree; ``--rev`` selects the revision for bare git dirs;
+only the fixtures of the repos given are made). einops and scipy, which EVA's and
+LookHere's code import, are not project dependencies: install them aside, e.g.
+``pip install --target /tmp/golden_deps einops scipy`` and ``PYTHONPATH=/tmp/golden_deps``:
 
     cd /work/main && /root/.cache/mmvitpe/venv/bin/python tools/golden/make_pe_fixtures.py \\
         --spvit /work/.mirror/ZhouYuxuanYX+SP-ViT-Learning-2D-Spatial-Priors-for-Vision-Transformers/repo \\
         --lape /work/.mirror/Ingrid725+LaPE/repo \\
         --ropevit /work/.mirror/naver-ai+rope-vit/repo \\
         --mae /work/.mirror/facebookresearch+mae/repo \\
+        --dinov3 /work/.mirror/facebookresearch+dinov3/repo \\
+        --eva /work/.mirror/baaivision+EVA/repo \\
+        --croma /work/.mirror/antofuller+CROMA/repo \\
+        --lookhere /work/.mirror/GreenCUBIC+lookhere/repo \\
         --out tests/fixtures/golden
 
 Everything runs on CPU in float32 (MAE's numpy code runs in float64 and is cast to
@@ -67,12 +86,20 @@ EXPECTED_COMMITS = {
     "lape": "e188f7e56126b788c28afca0454c57b7d033b963",
     "ropevit": "ce85c2e56c5ff3aadc10e1a849872081f7b86293",
     "mae": "efb2a8062c206524e35e47d04501ed4f544c0ae8",
+    "dinov3": "6876159a11b4df116f30f667f8c9888617df0751",
+    "eva": "5623d08bb08a8268c7bc18e1d9b8b4bd651fe4d9",
+    "croma": "59505a6bcadbf36ba20767270154bf9f3067c5e7",
+    "lookhere": "641deab8c6610b6480a5c564a9a34a29bf934574",
 }
 REPO_URLS = {
     "spvit": "https://github.com/ZhouYuxuanYX/SP-ViT-Learning-2D-Spatial-Priors-for-Vision-Transformers",
     "lape": "https://github.com/Ingrid725/LaPE",
     "ropevit": "https://github.com/naver-ai/rope-vit",
     "mae": "https://github.com/facebookresearch/mae",
+    "dinov3": "https://github.com/facebookresearch/dinov3",
+    "eva": "https://github.com/baaivision/EVA",
+    "croma": "https://github.com/antofuller/CROMA",
+    "lookhere": "https://github.com/GreenCUBIC/lookhere",
 }
 
 
@@ -442,24 +469,182 @@ Positions are integer patch indices 0..G-1 (no normalization)."""
     return path
 
 
+# ----------------------------------------------------------------------------
+# E. DINOv3 RoPE
+# ----------------------------------------------------------------------------
+def make_dinov3(repo, rev, out_dir):
+    from typing import List, Literal, Tuple
+    base_ns = {"torch": torch, "nn": nn, "F": F, "math": math, "np": numpy,
+               "Tensor": torch.Tensor, "Literal": Literal, "Tuple": Tuple, "List": List}
+    rope_ns, src_rope = load_defs(repo, "dinov3/layers/rope_position_encoding.py",
+                                  ["RopePositionEmbedding"], base_ns, rev, "dinov3")
+    attn_ns, src_attn = load_defs(repo, "dinov3/layers/attention.py",
+                                  ["rope_rotate_half", "rope_apply", "SelfAttention"], base_ns, rev,
+                                  "dinov3")
+    Rope, SelfAttention = rope_ns["RopePositionEmbedding"], attn_ns["SelfAttention"]
+    dim, heads, H, W = 32, 2, 3, 5
+    hd = dim // heads
+    gen = torch.Generator().manual_seed(3)
+    d = {}
+    # (i) base=100, 'separate', applied to q/k with one prefix token by the original attention
+    rope = Rope(dim, num_heads=heads, base=100.0, dtype=torch.float32).eval()
+    sin, cos = rope(H=H, W=W)
+    attn = SelfAttention(dim, num_heads=heads)
+    q = torch.randn(2, heads, 1 + H * W, hd, generator=gen)
+    k = torch.randn(2, heads, 1 + H * W, hd, generator=gen)
+    q_out, k_out = attn.apply_rope(q, k, (sin, cos))
+    d.update(periods=rope.periods.clone(), sin=sin, cos=cos, q_in=q, k_in=k, q_out=q_out, k_out=k_out)
+    # (ii) other coordinate normalisations and the min/max-period schedule, 4 x 2 grid
+    for norm in ("min", "max"):
+        s_, c_ = Rope(dim, num_heads=heads, base=100.0, normalize_coords=norm, dtype=torch.float32)(H=4, W=2)
+        d[f"sin_{norm}"], d[f"cos_{norm}"] = s_, c_
+    rope_p = Rope(dim, num_heads=heads, base=None, min_period=0.5, max_period=40.0, dtype=torch.float32)
+    d["periods_minmax"] = rope_p.periods.clone()
+    d["sin_minmax"], d["cos_minmax"] = rope_p(H=4, W=2)
+    # (iii) training-time augmentation, drawn from the global RNG right after manual_seed(11)
+    rope_aug = Rope(dim, num_heads=heads, base=100.0, shift_coords=0.3, jitter_coords=1.5,
+                    rescale_coords=2.0, dtype=torch.float32).train()
+    torch.manual_seed(11)
+    d["sin_aug"], d["cos_aug"] = rope_aug(H=H, W=W)
+    rope_aug.eval()
+    s_eval, _ = rope_aug(H=H, W=W)
+    assert torch.equal(s_eval, sin)  # augmentation is training-only
+    # sanity: the documented closed form
+    cy = 2 * (torch.arange(H) + 0.5) / H - 1
+    cx = 2 * (torch.arange(W) + 0.5) / W - 1
+    yy, xx = torch.meshgrid(cy, cx, indexing="ij")
+    per = 100.0 ** (2 * torch.arange(hd // 4).float() / (hd // 2))
+    ang = 2 * math.pi * torch.cat([yy.reshape(-1, 1) / per, xx.reshape(-1, 1) / per], 1).tile(2)
+    assert torch.allclose(ang.sin(), sin, atol=1e-5)
+    notes = f"""DINOv3 RopePositionEmbedding(embed_dim={dim}, num_heads={heads}) -> head_dim {hd}, periods (hd/4,)
+= base**(2k/(hd/2)) (base 100) or min/max log-spaced (min 0.5, max 40). forward(H, W) -> (sin, cos), each (H*W, hd):
+coords of patch centres (arange(0.5, H)/H, 'separate'; /min(H,W) or /max(H,W) for 'min'/'max') mapped to [-1, 1],
+(cy, cx) ij order; angle = 2 pi coord / period -> (HW, 2, hd/4) flattened to [y-angles, x-angles] and tiled x2
+(rotate-half layout: channel i pairs with i + hd/2). SelfAttention.apply_rope(q, k, (sin, cos)) with q, k
+(B, heads, N, hd), N = 1 prefix + H*W: prefix tokens untouched, patch tokens x*cos + rope_rotate_half(x)*sin.
+dtype float32 (hub models: pos_embed_rope_dtype='fp32'). Grid: H={H} rows, W={W} columns; 'min'/'max'/'minmax'
+tensors at H=4, W=2. 'sin_aug'/'cos_aug': train() mode with shift_coords=0.3, jitter_coords=1.5,
+rescale_coords=2.0, torch.manual_seed(11) immediately before forward(H={H}, W={W}) (draws: shift (2,), jitter (2,),
+rescale (1,), in that order, on CPU float32). q, k ~ N(0, 1) from a seed-3 generator."""
+    d.update(dim=dim, num_heads=heads, H=H, W=W, notes=notes, source=src_rope + " | " + src_attn)
+    path = os.path.join(out_dir, "dinov3_rope.pt")
+    torch.save(d, path)
+    return path
+
+
+# ----------------------------------------------------------------------------
+# F. EVA-02 RoPE
+# ----------------------------------------------------------------------------
+def make_eva(repo, rev, out_dir):
+    from einops import rearrange, repeat  # EVA's own dependency (pip install einops)
+    ns, src = load_defs(repo, "EVA-02/asuka/rope.py",
+                        ["broadcat", "rotate_half", "VisionRotaryEmbeddingFast"],
+                        {"torch": torch, "nn": nn, "pi": math.pi, "rearrange": rearrange,
+                         "repeat": repeat}, rev, "eva")
+    Rope = ns["VisionRotaryEmbeddingFast"]
+    dim, heads, pt = 32, 2, 4
+    hd = dim // heads
+    gen = torch.Generator().manual_seed(5)
+    d = {}
+    for ft in (6, 3):  # fine-tune grid larger / smaller than the pretraining grid (4 x 4)
+        rope = Rope(dim=hd // 2, pt_seq_len=pt, ft_seq_len=ft)
+        q = torch.randn(2, heads, 1 + ft * ft, hd, generator=gen)
+        # as EVA-02/asuka/modeling_finetune.py Attention.forward: the class token is left out
+        q_out = torch.cat((q[:, :, :1, :], rope(q[:, :, 1:, :])), -2)
+        d.update({f"freqs_cos_{ft}": rope.freqs_cos.clone(), f"freqs_sin_{ft}": rope.freqs_sin.clone(),
+                  f"q_in_{ft}": q, f"q_out_{ft}": q_out})
+    notes = f"""EVA-02 VisionRotaryEmbeddingFast(dim=head_dim/2={hd // 2}, pt_seq_len={pt}, ft_seq_len=ft), ft in (6, 3),
+head_dim {hd}, heads {heads}. freqs f_m = 1/10000**(2m/(hd/2)), m < hd/4; t = arange(ft)/ft*pt (position
+interpolation onto the {pt}x{pt} pretraining grid); per token (row r, col c, raster order) the (hd,) angles are
+[r-angles, c-angles], each repeated x2 (interleaved pairs); freqs_cos/sin are (ft*ft, hd) buffers (checkpoint keys
+rope.freqs_cos / rope.freqs_sin). forward(t) = t*cos + rotate_half(t)*sin with rotate_half on adjacent pairs
+(-x1, x0). q_out: as modeling_finetune.Attention, the class token (index 0) is not rotated. q ~ N(0,1), seed-5
+generator, shape (2, heads, 1 + ft*ft, hd)."""
+    d.update(dim=dim, num_heads=heads, pt_seq_len=pt, notes=notes, source=src)
+    path = os.path.join(out_dir, "eva02_rope.pt")
+    torch.save(d, path)
+    return path
+
+
+# ----------------------------------------------------------------------------
+# G. CROMA 2D ALiBi
+# ----------------------------------------------------------------------------
+def make_croma(repo, rev, out_dir):
+    import itertools
+    ns, src = load_defs(repo, "use_croma.py", ["get_2dalibi"],
+                        {"torch": torch, "math": math, "itertools": itertools}, rev, "croma")
+    d = {}
+    for heads, side in ((3, 4), (4, 3), (6, 3)):  # power-of-two and interleaved slope sequences
+        d[f"bias_{heads}h_{side}x{side}"] = ns["get_2dalibi"](num_heads=heads, num_patches=side * side)
+    notes = """CROMA get_2dalibi(num_heads, num_patches) -> (1, heads, N, N) additive bias, N = side**2 (square grids only:
+side = int(sqrt(N))); points = itertools.product(range(side), range(side)) (raster order); bias[h, i, j] =
+-slope_h * Euclidean distance between points i and j (in patches); slopes = ALiBi get_slopes(heads)
+(geometric 2**(-8/n)**(k+1) for n a power of two, else the closest power's sequence + every other slope of
+twice that). Keys bias_<heads>h_<side>x<side>."""
+    d.update(notes=notes, source=src)
+    path = os.path.join(out_dir, "croma_alibi.pt")
+    torch.save(d, path)
+    return path
+
+
+# ----------------------------------------------------------------------------
+# H. LookHere
+# ----------------------------------------------------------------------------
+LOOKHERE_CASES = {  # name: (head_directions, distance, global_slope, layer_slopes)
+    "halves": ("halves", "linear", 1.5, [1.5, 0.5]),
+    "triangles": ("triangles", "linear", 1.0, [1.0, 1.0]),
+    "corners": ("corners", "sqrt", 1.0, [2.0, 1.0]),
+    "diagonals": ("diagonals", "linear", 0.5, [1.0, 1.0]),
+    "eighths1": ("eighths1", "square", 1.0, [1.0, 1.0]),
+    "eighths2": ("eighths2", "linear", 1.0, [1.0, 1.0]),
+    "none": ("none", "linear", 1.0, [1.0, 1.0]),
+    "zerohalves": ("zerohalves", "linear", 1.0, [1.0, 1.0]),
+}
+
+
+def make_lookhere(repo, rev, out_dir):
+    from itertools import groupby
+    from scipy.spatial.distance import cdist, pdist, squareform  # LookHere's own dependency
+    names = ["get_none_slopes", "get_slopes", "create_lh_bias_tensor", "create_lh_layer_tensor"]
+    ns, src = load_defs(repo, "lookhere.py", names,
+                        {"torch": torch, "np": numpy, "F": F, "groupby": groupby, "cdist": cdist,
+                         "pdist": pdist, "squareform": squareform}, rev, "lookhere")
+    grid, depth, heads = (3, 4), 2, 4
+    d = {}
+    for name, (directions, distance, g, layers) in LOOKHERE_CASES.items():
+        cfg = {"global_slope": g, "layer_slopes": layers, "head_directions": directions,
+               "distance": distance, "fill_with": "inf"}
+        d[f"bias_{name}"] = ns["create_lh_bias_tensor"](cfg, grid, depth, heads)
+    notes = f"""LookHere create_lh_bias_tensor(lh_config, grid_size={grid} (rows, cols), depth={depth}, num_heads={heads})
+-> (depth, heads, N, N) bfloat16 additive bias (before the class-token zero padding of LookHere.set_pos_embed),
+N = rows*cols in raster order (x fastest). lh_config per key bias_<name>: {LOOKHERE_CASES} as
+(head_directions, distance, global_slope, layer_slopes), fill_with='inf' (masked -> -bfloat16 max).
+Query i = row of the matrix, key j = column; a head sees key j unless its direction masks it."""
+    d.update(grid=list(grid), depth=depth, num_heads=heads, notes=notes, source=src,
+             cases={k: dict(directions=v[0], distance=v[1], global_slope=v[2], layer_slopes=v[3])
+                    for k, v in LOOKHERE_CASES.items()})
+    path = os.path.join(out_dir, "lookhere_bias.pt")
+    torch.save(d, path)
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--spvit", required=True, help="SP-ViT repo: checkout dir or bare git dir")
-    ap.add_argument("--lape", required=True, help="LaPE repo: checkout dir or bare git dir")
-    ap.add_argument("--ropevit", required=True, help="rope-vit repo: checkout dir or bare git dir")
-    ap.add_argument("--mae", required=True, help="MAE repo: checkout dir or bare git dir")
+    makers = {"spvit": make_spvit, "lape": make_lape, "ropevit": make_ropevit, "mae": make_mae,
+              "dinov3": make_dinov3, "eva": make_eva, "croma": make_croma, "lookhere": make_lookhere}
+    for key in makers:
+        ap.add_argument(f"--{key}", help=f"{REPO_URLS[key]}: checkout dir or bare git dir "
+                                         "(its fixture is made only when given)")
     ap.add_argument("--rev", default="HEAD", help="revision to read from bare git dirs (default HEAD)")
     ap.add_argument("--out", default="tests/fixtures/golden", help="output directory")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(args.out, exist_ok=True)
-    paths = [
-        make_spvit(args.spvit, args.rev, args.out),
-        make_lape(args.lape, args.rev, args.out),
-        make_ropevit(args.ropevit, args.rev, args.out),
-        make_mae(args.mae, args.rev, args.out),
-    ]
+    paths = [make(getattr(args, key), args.rev, args.out) for key, make in makers.items()
+             if getattr(args, key)]
+    if not paths:
+        ap.error(f"give at least one of {', '.join('--' + k for k in makers)}")
     for p in paths:
         d = torch.load(p, weights_only=True)  # must be loadable in safe mode
         print(f"{p}: {os.path.getsize(p)} bytes, keys={sorted(d)}")

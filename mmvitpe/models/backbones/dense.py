@@ -18,6 +18,9 @@ def reject_class_token(backbone: str, kwargs: dict) -> None:
     if kwargs.get('class_token'):
         raise ValueError(f'{backbone} works on patch tokens only: class_token must be False '
                          '(a checkpoint class slot is dropped when loading)')
+    if kwargs.get('num_register_tokens'):
+        raise ValueError(f'{backbone} works on patch tokens only: num_register_tokens must '
+                         'be 0')
 
 
 def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:

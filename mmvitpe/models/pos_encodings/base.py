@@ -20,6 +20,7 @@ A scheme also owns its weights' foreign layouts (``foreign_keys`` and
 ``convert_foreign``) and the views the analysis tools draw (``relative_maps``,
 ``frequencies``).
 """
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, ClassVar, Dict, Optional, Pattern, Sequence, Tuple, Union
@@ -67,6 +68,9 @@ class PositionalEncoding(ForeignWeights, BaseModule):
         num_prefix_tokens: Class (or other prefix) tokens in front of the
             patch tokens. Schemes act on patch tokens and leave prefix tokens
             alone unless they document otherwise.
+        num_register_tokens: How many of the prefix tokens are register
+            tokens (after the class token, as timm and DINOv2); no absolute
+            table has a slot for them.
         pretrain_grid: Patch grid the model is (pre)trained at; learned tables
             are stored at this size and resized to other grids at run time.
         init_cfg: mmengine initialisation config.
@@ -87,12 +91,14 @@ class PositionalEncoding(ForeignWeights, BaseModule):
                  depth: int,
                  num_prefix_tokens: int = 0,
                  pretrain_grid: Grid = (14, 14),
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 num_register_tokens: int = 0) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.depth = depth
         self.num_prefix_tokens = num_prefix_tokens
+        self.num_register_tokens = num_register_tokens
         self.pretrain_grid = tuple(pretrain_grid)
 
     # ---- the sites -------------------------------------------------------
@@ -144,17 +150,21 @@ class PositionalEncoding(ForeignWeights, BaseModule):
         return None
 
     def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
-        """This scheme's tensors, converted; any other scheme's, dropped."""
+        """This scheme's tensors, converted; any other scheme's, dropped; a
+        composite's member tensors (``<prefix>members.<i>.<name>``) by name."""
         name = type(self).__name__
         if self.recomputed_keys is not None and self.recomputed_keys.search(key):
             return Claim({}, f'buffer that {name} recomputes for every grid')
+        member = composite_member_key(key, prefix)
+        if member is not None:
+            if member in self.state_dict():
+                return Claim({member: value})
+            return Claim({}, f'PE tensor of a composite member that {name} does not have')
         if self.foreign_keys is not None and self.foreign_keys.search(key):
             converted = self.convert_foreign(key, value)
             return Claim(converted) if converted else Claim({}, f'PE tensor that {name} '
                                                                 'does not use')
-        owners = sorted(other for other, scheme in POS_ENCODINGS.module_dict.items()
-                        if any(keys is not None and keys.search(key)
-                               for keys in (scheme.foreign_keys, scheme.recomputed_keys)))
+        owners = layout_owners(key)
         if owners:
             return Claim({}, f'PE tensor that {name} does not use (layout of '
                              f'{", ".join(owners)})')
@@ -206,6 +216,20 @@ class PositionalEncoding(ForeignWeights, BaseModule):
                 cache.clear()
             hit = cache[key] = (versions, compute())
         return hit[1]
+
+
+def layout_owners(key: str) -> list:
+    """The registered schemes whose ``foreign_keys`` or ``recomputed_keys`` match
+    source key ``key``."""
+    return sorted(name for name, scheme in POS_ENCODINGS.module_dict.items()
+                  if any(keys is not None and keys.search(key)
+                         for keys in (scheme.foreign_keys, scheme.recomputed_keys)))
+
+
+def composite_member_key(key: str, prefix: str) -> Optional[str]:
+    """``name`` for a composite's own key ``<prefix>members.<i>.<name>``, else None."""
+    m = re.match(rf'^{re.escape(prefix)}members\.\d+\.(.+)$', key)
+    return m.group(1) if m else None
 
 
 def pad_prefix(table: Tensor, num_prefix: int, value: float) -> Tensor:

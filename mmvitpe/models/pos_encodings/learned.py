@@ -2,7 +2,8 @@
 
     x_0 = [cls; patches] + E,   E in R^{(S + H0*W0) x D},  E ~ trunc_normal(std=0.02)
 
-S is 1 with a class-token slot (ViT/DeiT) and 0 without. The table is stored at
+S is 1 with a class-token slot (ViT/DeiT) and 0 without (timm ``no_embed_class``);
+register tokens never get an entry (DINOv2). The table is stored at
 the pretraining grid H0 x W0; for another grid its patch part is resized
 bicubically (``timm.layers.resample_abs_pos_embed``), the slot is kept. In
 inference the resized table is cached per grid.
@@ -108,20 +109,24 @@ class AbsoluteTable(nn.Module):
 
 
 def add_to_tokens(x: Tensor, pos: Tensor, num_prefix: int, num_slots: int) -> Tensor:
-    """x + pos where pos may lack the prefix-token entries (they get nothing)."""
+    """x + pos where pos has entries for the first ``num_slots`` prefix tokens
+    (the class token) only: the other prefix tokens (registers) get nothing."""
     if num_slots == num_prefix:
         return x + pos
-    return torch.cat([x[:, :num_prefix], x[:, num_prefix:] + pos], dim=1)
+    return torch.cat([x[:, :num_slots] + pos[:, :num_slots], x[:, num_slots:num_prefix],
+                      x[:, num_prefix:] + pos[:, num_slots:]], dim=1)
 
 
 def resolve_class_slot(scheme: PositionalEncoding, class_slot: Optional[bool]) -> int:
-    """Number of table slots for prefix tokens; a slot needs a token."""
+    """Number of table slots for prefix tokens: the class token's, if asked
+    for (default: iff there is one); registers never get one."""
+    class_tokens = scheme.num_prefix_tokens - scheme.num_register_tokens
     if class_slot is None:
-        class_slot = scheme.num_prefix_tokens > 0
-    if class_slot and scheme.num_prefix_tokens == 0:
+        class_slot = class_tokens > 0
+    if class_slot and class_tokens == 0:
         raise ValueError(f'{type(scheme).__name__}: class_slot=True but the model has no '
                          'class token; set class_token=True on the model or class_slot=False')
-    return scheme.num_prefix_tokens if class_slot else 0
+    return class_tokens if class_slot else 0
 
 
 @POS_ENCODINGS.register_module()

@@ -3,7 +3,8 @@
     PVG as in pvg.py, then   y = LN(x_L) + LN'_last(pos_0),   logits = Head(GAP(y))
 
 LN'_last is one more independent LayerNorm (the paper's parameter counts show
-it is not shared). MPVG is defined with GAP: a class token is rejected.
+it is not shared). MPVG is defined with GAP: a class token is rejected (register
+tokens are not pooled and get no PE, so they are accepted).
 
 Dense backbones: in ViT-Adapter the ViT's final LayerNorm is not used (the
 adapter's output norms are). The "last norm" of a dense backbone here is the
@@ -27,7 +28,7 @@ class MPVG(LayerwisePE):
     supports_class_token = False
 
     def __init__(self, class_slot: Optional[bool] = None, **kwargs) -> None:
-        if kwargs.get('num_prefix_tokens', 0):
+        if kwargs.get('num_prefix_tokens', 0) > kwargs.get('num_register_tokens', 0):
             raise ValueError('MPVG is defined with global average pooling and no class '
                              'token (Lee et al. 2025); build the model with '
                              'class_token=False, or use PVG/LaPE with a class token')

@@ -41,14 +41,18 @@ class PEG(PositionalEncoding):
             nn.init.normal_(conv.proj[0].weight, 0, math.sqrt(2.0 / 9))
             nn.init.zeros_(conv.proj[0].bias)
 
-    # CPVT/Twins: the k-th PEG (in block order)
-    foreign_keys = re.compile(r'^pos_block\.(\d+)\.proj\.0\.(weight|bias)$')
+    # CPVT/Twins: the k-th PEG (in block order); SP-ViT: the PosCNN inside block i
+    foreign_keys = re.compile(
+        r'^(pos_block\.(\d+)|blocks\.(\d+)\.pos_block)\.proj\.0\.(weight|bias)$')
 
     def convert_foreign(self, key, value):
         m = self.foreign_keys.match(key)
-        if int(m.group(1)) < len(self.blocks):
-            return {f'convs.{self.blocks[int(m.group(1))]}.proj.0.{m.group(2)}': value}
-        return None
+        kth, block, name = m.group(2), m.group(3), m.group(4)
+        if kth is not None and int(kth) < len(self.blocks):
+            block = self.blocks[int(kth)]
+        elif kth is not None or int(block) not in self.blocks:
+            return None
+        return {f'convs.{block}.proj.0.{name}': value}
 
     def after_block(self, x: Tensor, block: int, state: PEState) -> Tensor:
         conv = self.convs[str(block)] if block in self.blocks else None

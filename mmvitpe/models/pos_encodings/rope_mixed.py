@@ -35,8 +35,8 @@ class RoPEMixed(RotaryPE):
         self.freqs = nn.Parameter(init_random_2d_freqs(
             self.head_dim, self.depth, self.num_heads, temperature=theta))
 
-    # rope-vit (2, depth, heads * d/2) or timm (2, depth, heads, d/2)
-    foreign_keys = re.compile(r'^freqs$')
+    # rope-vit (2, depth, heads * d/2) or timm (2, depth, heads, d/2; ``rope.freqs`` in Eva)
+    foreign_keys = re.compile(r'^(rope\.)?freqs$')
     # rope-vit's mixed models store their token positions as buffers
     recomputed_keys = re.compile(r'^freqs_t_[xy]$')
 

@@ -78,13 +78,17 @@ class PEViT(ForeignWeights, BaseModule):
         arch: 'tiny' | 'small' | 'base' | 'large' (DeiT/ViT sizes) or a dict
             with embed_dim, depth, num_heads.
         embed_dim, depth, num_heads: Override the arch's values.
-        pos_embed: The PE scheme, ``dict(type=<scheme>, **args)``; see
-            ``mmvitpe.models.pos_encodings``.
+        pos_embed: The PE scheme, ``dict(type=<scheme>, **args)``, or a list
+            of them (a composite); see ``mmvitpe.models.pos_encodings``.
         patch_size: Patch side in pixels.
         in_channels: Image channels.
         pretrain_size: Image side the model is (pre)trained at; learned PE
             tables are stored for the grid ``pretrain_size // patch_size``.
         class_token: Prepend a class token.
+        num_register_tokens: Register tokens after the class token (timm
+            ``reg_tokens``, DINOv2 ``register_tokens``); they get no absolute
+            PE, no rotation, and no pooling. Each scheme documents what prefix
+            tokens get.
         global_pool: 'token' (class token), 'avg' (GAP over patch tokens) or
             '' (no pooling). Default: 'token' with a class token, else 'avg'.
         num_classes: Size of a linear head after pooling; 0 for none.
@@ -119,11 +123,12 @@ class PEViT(ForeignWeights, BaseModule):
                  embed_dim: Optional[int] = None,
                  depth: Optional[int] = None,
                  num_heads: Optional[int] = None,
-                 pos_embed: Optional[dict] = None,
+                 pos_embed: Union[dict, list, None] = None,
                  patch_size: int = 16,
                  in_channels: int = 3,
                  pretrain_size: Union[int, Tuple[int, int]] = 224,
                  class_token: bool = False,
+                 num_register_tokens: int = 0,
                  global_pool: Optional[str] = None,
                  num_classes: int = 0,
                  mlp_ratio: float = 4.,
@@ -172,7 +177,9 @@ class PEViT(ForeignWeights, BaseModule):
             check_real(owner, 'layer_scale_init_value', layer_scale_init_value)
         if not isinstance(class_token, bool):
             raise TypeError(f'{owner}: class_token={class_token!r} must be True or False')
-        self.num_prefix_tokens = 1 if class_token else 0
+        self.num_register_tokens = check_int(owner, 'num_register_tokens', num_register_tokens,
+                                             minimum=0)
+        self.num_prefix_tokens = (1 if class_token else 0) + self.num_register_tokens
         if global_pool is None:
             global_pool = 'token' if class_token else 'avg'
         if global_pool not in ('token', 'avg', ''):
@@ -181,9 +188,10 @@ class PEViT(ForeignWeights, BaseModule):
             raise ValueError("global_pool='token' needs class_token=True")
         self.global_pool = global_pool
         self.window_sizes = self._per_block_windows(window_size, window_block_indexes)
-        if class_token and any(self.window_sizes):
-            raise ValueError('windowed attention does not support class tokens; use '
-                             'class_token=False with window_size > 0')
+        if self.num_prefix_tokens and any(self.window_sizes):
+            raise ValueError('windowed attention does not support class tokens or register '
+                             'tokens; use class_token=False and num_register_tokens=0 with '
+                             'window_size > 0')
         self.with_cp = with_cp
 
         # dynamic_img_pad: any input size; the last row/column of patches is zero-padded.
@@ -193,11 +201,14 @@ class PEViT(ForeignWeights, BaseModule):
             dynamic_img_pad=True)
         self.cls_token = (nn.Parameter(torch.zeros(1, 1, self.embed_dim))
                           if class_token else None)
+        self.reg_token = (nn.Parameter(torch.zeros(1, num_register_tokens, self.embed_dim))
+                          if num_register_tokens else None)
         self.pos_drop = nn.Dropout(drop_rate)
         self.pe = build_pos_encoding(
             pos_embed if pos_embed is not None else dict(type='LearnedPE'),
             embed_dim=self.embed_dim, num_heads=self.num_heads, depth=self.depth,
-            num_prefix_tokens=self.num_prefix_tokens, pretrain_grid=self.pretrain_grid)
+            num_prefix_tokens=self.num_prefix_tokens,
+            num_register_tokens=self.num_register_tokens, pretrain_grid=self.pretrain_grid)
         rates = torch.linspace(0, drop_path_rate, self.depth, device='cpu').tolist()
         self.blocks = nn.ModuleList([
             Block(self.embed_dim, self.num_heads, index=i, mlp_ratio=mlp_ratio,
@@ -221,6 +232,8 @@ class PEViT(ForeignWeights, BaseModule):
             _init_linear_and_norm(self.head)
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
+        if self.reg_token is not None:  # as DINOv2
+            nn.init.normal_(self.reg_token, std=1e-6)
 
     def _per_block_windows(self, window_size, window_block_indexes) -> list:
         owner = type(self).__name__
@@ -281,8 +294,15 @@ class PEViT(ForeignWeights, BaseModule):
 
     # ---- the ViT core's foreign layouts (see mmvitpe/weights/ownership.py) -------
     def merge_foreign(self, state: Dict[str, Tensor], prefix: str) -> Dict[str, Tensor]:
-        """SP-ViT's separate ``attn.qk`` and ``attn.v`` projections -> one ``attn.qkv``."""
+        """SP-ViT's separate ``attn.qk`` and ``attn.v`` projections -> one ``attn.qkv``;
+        BEiT / EVA (timm ``Eva``) ``attn.q_bias`` and ``attn.v_bias`` -> ``attn.qkv.bias``
+        (their k has no bias)."""
         state = dict(state)
+        for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.q_bias$', k)]:
+            base = key[:-len('q_bias')]
+            if base + 'v_bias' in state:
+                q_bias, v_bias = state.pop(key), state.pop(base + 'v_bias')
+                state[base + 'qkv.bias'] = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
         for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.qk\.weight$', k)]:
             base = key[:-len('qk.weight')]
             if base + 'v.weight' in state:
@@ -294,10 +314,14 @@ class PEViT(ForeignWeights, BaseModule):
         return state
 
     def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
-        """Classifier parts, an absent class token or final norm (dropped), and
-        BEiT / original ViT-Adapter layer scales ``blocks.<i>.gamma_<1|2>``."""
+        """Classifier parts, an absent class token or final norm (dropped), register
+        tokens (DINOv2 ``register_tokens``), and BEiT / EVA / original ViT-Adapter
+        layer scales ``blocks.<i>.gamma_<1|2>``."""
         if key == 'cls_token' and self.cls_token is None:
             return Claim({}, 'this model has no class token')
+        if key in ('reg_token', 'register_tokens'):  # timm, DINOv2
+            return (Claim({'reg_token': value}) if self.reg_token is not None else
+                    Claim({}, 'this model has no register tokens'))
         if CLASSIFIER_KEYS.match(key) or (key.startswith('norm.') and self.norm is None):
             return Claim({}, 'classification head / final norm, unused here')
         m = re.match(r'^blocks\.(\d+)\.gamma_?([12])$', key)
@@ -321,7 +345,7 @@ class PEViT(ForeignWeights, BaseModule):
 
     # ---- the stages, usable one by one by the dense backbones ----------------
     def embed(self, img: Tensor) -> Tuple[Tensor, PEState]:
-        """Patchify, prepend prefix tokens, apply the PE input site.
+        """Patchify, prepend prefix tokens (class, then registers), apply the PE input site.
 
         Returns tokens (B, prefix + H*W, D) and the PE state for this grid.
         """
@@ -330,8 +354,9 @@ class PEViT(ForeignWeights, BaseModule):
         # token-major memory: the conv's output is channel-major, and every residual
         # add would keep that layout, making each norm and linear copy its input
         x = x.reshape(b, h * w, self.embed_dim).contiguous()
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
+        prefix = [t.expand(b, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        if prefix:
+            x = torch.cat(prefix + [x], dim=1)
         state = self.pe.prepare((h, w), x.device, x.dtype)
         return self.pos_drop(self.pe.embed(x, state)), state
 
@@ -356,7 +381,7 @@ class PEViT(ForeignWeights, BaseModule):
     def get_layer_depth(self, name: str) -> Tuple[int, int]:
         """Layer id of a parameter for layer-wise lr decay, and the layer count.
 
-        Patch embedding, class token and the PE's shared tables are layer 0,
+        Patch embedding, class and register tokens and the PE's shared tables are layer 0,
         block i (and the PE parameters that belong to block i, e.g.
         ``pe.tables.<i>``) is layer i + 1, everything else (adapter, norms, a
         PE term at the final norm) is the top layer ``depth + 1``. Same
@@ -364,7 +389,7 @@ class PEViT(ForeignWeights, BaseModule):
         """
         num_layers = self.depth + 2
         parts = name.split('.')
-        if parts[0] in ('cls_token', 'patch_embed'):
+        if parts[0] in ('cls_token', 'reg_token', 'patch_embed'):
             return 0, num_layers
         if parts[0] == 'blocks':
             return int(parts[1]) + 1, num_layers
@@ -373,9 +398,10 @@ class PEViT(ForeignWeights, BaseModule):
         return num_layers - 1, num_layers
 
     def no_weight_decay(self) -> set:
-        """Parameter names that take no weight decay (PE parameters, class token)."""
+        """Parameter names that take no weight decay (PE parameters, class and
+        register tokens)."""
         names = {n for n, _ in self.named_parameters() if n.startswith('pe.')}
-        return names | ({'cls_token'} if self.cls_token is not None else set())
+        return names | {n for n in ('cls_token', 'reg_token') if getattr(self, n) is not None}
 
     # ---- whole-model entry points --------------------------------------------
     def forward_features(self, img: Tensor) -> Tuple[Tensor, Grid]:

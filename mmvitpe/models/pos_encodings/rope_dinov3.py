@@ -1,0 +1,162 @@
+"""2D RoPE of DINOv3 (Siméoni et al. 2025).
+
+Patch centres get coordinates in [-1, 1]: for an H x W grid
+
+    cy = 2 (y + 1/2) / Hn - 1,   cx = 2 (x + 1/2) / Wn - 1
+
+with (Hn, Wn) = (H, W) (``normalize_coords='separate'``), (min, min) or (max,
+max) of H, W. Periods p_k = base^(2k / (d/2)), k < d/4 (or log-spaced from
+``min_period`` to ``max_period``), d = head_dim. Channel i < d/2 is paired with
+channel i + d/2 (the rotate-half layout) and rotated by
+
+    angle_i = 2 pi cy / p_i (i < d/4),   2 pi cx / p_(i - d/4) (d/4 <= i < d/2)
+
+    out = x cos(angle) + rotate_half(x) sin(angle),  rotate_half(x) = [-x2, x1]
+
+in float32 (as DINOv3's released models, ``pos_embed_rope_dtype='fp32'``),
+on the patch tokens of q and k; prefix tokens stay unrotated. The angles are
+recomputed for every grid: exact at any size. Rotation is at global positions
+before any window partition (windows stay relative).
+
+Training-time augmentation (only in ``train()`` mode, drawn once per forward
+from torch's global RNG in DINOv3's order, so ``torch.manual_seed`` reproduces
+it): ``shift_coords`` s adds U(-s, s) per axis, ``jitter_coords`` J multiplies
+each axis by a log-uniform factor in [1/J, J], ``rescale_coords`` R both axes by
+one in [1/R, R].
+
+``periods`` is a persistent buffer as in DINOv3's checkpoints
+(``rope_embed.periods``, loaded as stored; the released ones hold
+bfloat16-rounded values).
+
+Reference: facebookresearch/dinov3 @ 6876159a11b4df116f30f667f8c9888617df0751,
+``dinov3/layers/rope_position_encoding.py`` (``RopePositionEmbedding``) and
+``dinov3/layers/attention.py`` (``SelfAttention.apply_rope``); timm's port is
+``RotaryEmbeddingDinoV3`` (non-persistent periods, coordinate augmentation in
+private helpers), so only its public coordinate helper and rotation are reused.
+"""
+import math
+import re
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers.pos_embed_sincos import apply_rot_embed, make_coords_dinov3
+from torch import Tensor
+
+from mmvitpe.registry import POS_ENCODINGS
+from .base import Grid, PEState, PositionalEncoding
+
+NORMALIZE_COORDS = ('separate', 'min', 'max')
+
+
+@POS_ENCODINGS.register_module()
+class RoPEDINOv3(PositionalEncoding):
+    """DINOv3's axial RoPE on normalised patch-centre coordinates.
+
+    Args:
+        base: Period base (DINOv3: 100); give either it or both periods.
+        min_period, max_period: Log-spaced periods instead of ``base``.
+        normalize_coords: 'separate' | 'min' | 'max'.
+        shift_coords, jitter_coords, rescale_coords: Training-time
+            coordinate augmentation (None: off); DINOv3's released models
+            were trained with ``rescale_coords=2``.
+        blocks: Blocks that rotate q/k (default: all).
+        **kwargs: See :class:`PositionalEncoding`.
+    """
+
+    def __init__(self, base: Optional[float] = 100.0, min_period: Optional[float] = None,
+                 max_period: Optional[float] = None, normalize_coords: str = 'separate',
+                 shift_coords: Optional[float] = None, jitter_coords: Optional[float] = None,
+                 rescale_coords: Optional[float] = None,
+                 blocks: Optional[Sequence[int]] = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.head_dim = self.embed_dim // self.num_heads
+        if self.head_dim % 4:
+            raise ValueError(f'RoPEDINOv3 needs head_dim divisible by 4, got {self.head_dim}')
+        both = min_period is not None and max_period is not None
+        if (base is None) == (not both) or (min_period is None) != (max_period is None):
+            raise ValueError('RoPEDINOv3: give either base or both min_period and max_period; '
+                             f'got base={base}, min_period={min_period}, '
+                             f'max_period={max_period}')
+        if normalize_coords not in NORMALIZE_COORDS:
+            raise ValueError(f'RoPEDINOv3: normalize_coords={normalize_coords!r}; valid: '
+                             f'{NORMALIZE_COORDS}')
+        for name, value, low in (('shift_coords', shift_coords, 0),
+                                 ('jitter_coords', jitter_coords, 1),
+                                 ('rescale_coords', rescale_coords, 1)):
+            if value is not None and not value >= low:
+                raise ValueError(f'RoPEDINOv3: {name}={value} must be >= {low} (or None)')
+        self.normalize_coords = normalize_coords
+        self.shift_coords, self.jitter_coords = shift_coords, jitter_coords
+        self.rescale_coords = rescale_coords
+        self.blocks = sorted(self._block_set(blocks, 'blocks'))
+        n = self.head_dim // 4
+        if both:  # log-spaced from min_period to max_period, in DINOv3's operation order
+            ratio = max_period / min_period
+            periods = ratio ** torch.linspace(0, 1, n) / ratio * max_period
+        else:
+            periods = base ** (2 * torch.arange(n).float() / (self.head_dim // 2))
+        self.register_buffer('periods', periods, persistent=True)
+
+    foreign_keys = re.compile(r'^rope_embed\.periods$')
+
+    def convert_foreign(self, key, value):
+        if value.shape != self.periods.shape:
+            return None
+        return {'periods': value.to(self.periods.dtype)}
+
+    def _augmented(self) -> bool:
+        return self.training and any(v is not None for v in (
+            self.shift_coords, self.jitter_coords, self.rescale_coords))
+
+    def _sin_cos(self, grid: Grid) -> Tensor:
+        """(2, prefix + H*W, head_dim): sin and cos per token (prefix: 0 and 1)."""
+        device = self.periods.device
+        coords = make_coords_dinov3(*grid, normalize_coords=self.normalize_coords,
+                                    device=device)  # (HW, 2): (cy, cx)
+        if self._augmented():  # DINOv3's draws, in its order, on its device and dtype
+            dd = dict(device=device, dtype=coords.dtype)
+            if self.shift_coords is not None:
+                coords = coords + torch.empty(2, **dd).uniform_(-self.shift_coords,
+                                                                 self.shift_coords)
+            if self.jitter_coords is not None:
+                log_j = math.log(self.jitter_coords)
+                coords = coords * torch.empty(2, **dd).uniform_(-log_j, log_j).exp()
+            if self.rescale_coords is not None:
+                log_r = math.log(self.rescale_coords)
+                coords = coords * torch.empty(1, **dd).uniform_(-log_r, log_r).exp()
+        angles = 2 * math.pi * coords[:, :, None] / self.periods.float()  # (HW, 2, d/4)
+        angles = angles.flatten(1).tile(2)  # (HW, d): [y, x, y, x]
+        sin_cos = torch.stack([angles.sin(), angles.cos()])
+        if self.num_prefix_tokens:
+            pad = torch.tensor([0.0, 1.0], device=device)[:, None, None]
+            sin_cos = torch.cat([pad.expand(2, self.num_prefix_tokens, self.head_dim),
+                                 sin_cos], dim=1)
+        return sin_cos
+
+    def prepare(self, grid: Grid, device, dtype) -> PEState:
+        state = PEState(tuple(grid))
+        if self._augmented():
+            state.tensors['rope'] = self._sin_cos(state.grid)
+        else:  # the buffer is not a parameter: its version joins the memo key
+            key = (state.grid, device, self.periods._version, self.periods.data_ptr())
+            state.tensors['rope'] = self._inference_cached(key, lambda: self._sin_cos(state.grid))
+        return state
+
+    def rotate(self, qk: Tensor, block: int, state: PEState) -> Tensor:
+        if block not in self.blocks:
+            return qk
+        sin, cos = state.tensors['rope'][:, :, None, None]  # (N, 1, 1, d) each
+        return apply_rot_embed(qk, sin, cos, half=True)
+
+    def frequencies(self) -> Tensor:
+        """(2, 1, 1, d/2) radians per patch at the pretraining grid (pair i: channels
+        i and i + d/2); they scale as 1 / grid side, the coordinates being normalised."""
+        h, w = self.pretrain_grid
+        side = {'separate': (h, w), 'min': (min(h, w),) * 2, 'max': (max(h, w),) * 2}
+        rows, cols = side[self.normalize_coords]
+        per_coord = 2 * math.pi / self.periods.float() * 2  # d angle / d patch x side
+        zeros = torch.zeros_like(per_coord)
+        fx = torch.cat([zeros, per_coord / cols])
+        fy = torch.cat([per_coord / rows, zeros])
+        return torch.stack([fx, fy])[:, None, None]
