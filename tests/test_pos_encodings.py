@@ -1,4 +1,6 @@
 """Behaviour of every positional-encoding scheme inside the ViT core."""
+from collections import Counter
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -30,10 +32,10 @@ def valid_combinations():
 
 
 @pytest.mark.parametrize('scheme,class_token', list(valid_combinations()))
-def test_any_grid_forward_backward(scheme, class_token):
-    model = vit(scheme, class_token)
+def test_any_grid_forward_backward(scheme, class_token, device):
+    model = vit(scheme, class_token).to(device)
     for grid in GRIDS:
-        img = torch.randn(2, 3, grid[0] * 4, grid[1] * 4, requires_grad=True)
+        img = torch.randn(2, 3, grid[0] * 4, grid[1] * 4, device=device, requires_grad=True)
         tokens, out_grid = model.forward_features(img)
         assert out_grid == grid
         assert tokens.shape == (2, grid[0] * grid[1] + class_token, 32)
@@ -45,21 +47,21 @@ def test_any_grid_forward_backward(scheme, class_token):
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('scheme,class_token', list(valid_combinations()))
-def test_autocast_is_finite_and_close(scheme, class_token, dtype):
-    model = vit(scheme, class_token).eval()
+def test_autocast_is_finite_and_close(scheme, class_token, dtype, device):
+    model = vit(scheme, class_token).to(device).eval()
     qkv_dtypes = []
     model.blocks[-1].attn.qkv.register_forward_hook(
         lambda m, args, out: qkv_dtypes.append(out.dtype))
     for grid in GRIDS:
-        img = torch.randn(1, 3, grid[0] * 4, grid[1] * 4)
+        img = torch.randn(1, 3, grid[0] * 4, grid[1] * 4, device=device)
         with torch.no_grad():
             ref = model(img)
-            with torch.autocast('cpu', dtype=dtype):
+            with torch.autocast(device, dtype=dtype):
                 low = model(img)
         assert qkv_dtypes[-2:] == [torch.float32, dtype]  # the blocks ran in low precision
         assert torch.isfinite(low).all()
         assert torch.allclose(low.float(), ref, atol=0.1, rtol=0.1)
-    with torch.autocast('cpu', dtype=dtype):
+    with torch.autocast(device, dtype=dtype):
         out = model(img)
     out.float().square().sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -67,9 +69,9 @@ def test_autocast_is_finite_and_close(scheme, class_token, dtype):
 
 
 @pytest.mark.parametrize('scheme', SCHEMES)
-def test_gradient_checkpointing_matches(scheme):
-    model = vit(scheme)
-    img = torch.randn(2, 3, 28, 36)
+def test_gradient_checkpointing_matches(scheme, device):
+    model = vit(scheme).to(device)
+    img = torch.randn(2, 3, 28, 36, device=device)
     model(img).sum().backward()
     ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
@@ -78,6 +80,50 @@ def test_gradient_checkpointing_matches(scheme):
     for n, p in model.named_parameters():
         if n in ref:
             torch.testing.assert_close(p.grad, ref[n], msg=n)
+
+
+SDPA_MATH = 'aten::_scaled_dot_product_attention_math'
+
+
+def sdpa_calls(fn) -> Counter:
+    """How often each aten op of scaled_dot_product_attention ran in ``fn()``,
+    read off the profiler (the public op, and the backend it dispatched to)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return Counter({e.key: e.count for e in prof.key_averages()
+                    if e.key.startswith(('aten::scaled_dot_product', 'aten::_scaled_dot_product'))
+                    and not e.key.endswith('_backward')})
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('train', [False, True], ids=['inference', 'training'])
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_attention_runs_a_fused_sdpa_kernel(scheme, train, dtype, device):
+    """Every block without a multiplicative gain goes through SDPA, and SDPA
+    picks a fused kernel, not its math path. The one exception is CPU training
+    with a learned bias: CPU SDPA has no fused kernel for the bias gradient."""
+    model = vit(scheme).to(device).train(train)
+    grid = (14, 14)
+    img = torch.randn(2, 3, grid[0] * 4, grid[1] * 4, device=device)
+    with torch.set_grad_enabled(train):
+        state = model.pe.prepare(grid, torch.device(device), torch.float32)
+        terms = [model.pe.logit_terms(b, grid, state, 0) for b in range(model.depth)]
+    sdpa_blocks = [bias for bias, gain in terms if gain is None]
+    math_blocks = [bias for bias in sdpa_blocks if device == 'cpu' and bias is not None
+                   and bias.requires_grad]
+
+    def step():
+        with torch.set_grad_enabled(train), torch.autocast(device, dtype=dtype,
+                                                           enabled=dtype != torch.float32):
+            out = model(img)
+            if train:
+                out.float().sum().backward()
+    calls = sdpa_calls(step)
+    assert calls['aten::scaled_dot_product_attention'] == len(sdpa_blocks)
+    assert calls[SDPA_MATH] == len(math_blocks)
+    fused = sum(n for op, n in calls.items()
+                if op not in (SDPA_MATH, 'aten::scaled_dot_product_attention'))
+    assert fused == len(sdpa_blocks) - len(math_blocks), calls
 
 
 def _patch_permutation_gap(model, grid=(6, 7)):
