@@ -3,11 +3,14 @@
 Parts, run in this order, each in its own process (group) and logged to OUT:
 
   env      versions, the GPU, float32 precision settings, whether mmvitpe and
-           mmcv's compiled ops import, and which deformable-attention ops one
-           ViT-Adapter forward+backward dispatches on the device
-  tests    the device-parametrised cases of the PE-core and ViT-Adapter tests
-           (``pytest -m <device>``: every scheme's forward/backward at 3 grids,
-           bf16/fp16 autocast, gradient checkpointing, the SDPA backend that ran)
+           mmcv's compiled ops import, which deformable-attention ops one
+           ViT-Adapter forward+backward dispatches, and which SDPA kernels a
+           ViT training step runs (fp32, bf16; without and with a learned bias)
+  tests    the <device> cases of every test that takes the ``device`` fixture
+           (``pytest -m <device> tests``; tests/conftest.py): the PE-core and
+           ViT-Adapter tests of every scheme (forward/backward at 3 grids,
+           bf16/fp16 autocast against fp32, gradient checkpointing, which SDPA
+           kernel ran)
   pe_512, pe_1024
            tools/benchmark_pe.py at that size, batch 8, bf16 autocast, with
            --kernel-cost (PE overhead × NoPE against the CPU targets)
@@ -47,7 +50,6 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEST_FILES = ['tests/test_pos_encodings.py', 'tests/test_vit_adapter.py']
 ADAPTER_SCHEMES = ['NoPE', 'LearnedPE', 'MPVG', 'RoPEMixed', 'RelPosBias', 'SPSA']
 # fwd+bwd × NoPE targets of the README's PE overhead table (set on CPU)
 PE_TARGETS = {'LearnedPE': 1.03, 'FactorizedPE': 1.03, 'SinCosPE': 1.03, 'LaPE': 1.03,
@@ -72,7 +74,7 @@ class Part:
 
 # ---- the parts -------------------------------------------------------------
 
-def probe(device: str) -> dict:
+def probe(device: str, quick: bool) -> dict:
     """The ``env`` part, run in a child process: what this machine has."""
     import importlib.metadata
     import platform
@@ -113,12 +115,41 @@ def probe(device: str) -> dict:
     model = ViTAdapter(preset='tiny', depth=2, interaction_indexes=[[0, 0], [1, 1]],
                        pretrain_size=64, embed_dim=64, num_heads=4, deform_num_heads=4,
                        conv_inplane=8).to(device)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        sum(o.mean() for o in model(torch.randn(1, 3, 64, 64, device=device))).backward()
-    info['deformable_attention_ops'] = sorted(
-        {e.key for e in prof.key_averages()
-         if 'deform' in e.key.lower() or 'grid_sampler' in e.key or e.key.startswith('mmvitpe::')})
+    ops = dispatched(lambda: sum(o.mean() for o in model(
+        torch.randn(1, 3, 64, 64, device=device))).backward())
+    info['deformable_attention_ops'] = [
+        op for op in ops if op.startswith(('mmvitpe::', 'aten::grid_sampler'))
+        or 'DeformableAttn' in op]  # mmcv's autograd function
+    info['sdpa_kernels'] = sdpa_kernels(device, quick)
     return info
+
+
+def dispatched(step: Callable[[], object]) -> List[str]:
+    """The ops and autograd functions ``step()`` ran, read off the profiler."""
+    import torch
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    return sorted({e.key for e in prof.key_averages() if not e.key.startswith('autograd::')})
+
+
+def sdpa_kernels(device: str, quick: bool) -> dict:
+    """The SDPA kernels one training step of a small ViT runs, without and with
+    a learned bias (whose gradient CPU SDPA cannot fuse), in fp32 and bf16."""
+    import torch
+
+    from mmvitpe.models import PEViT
+    kernels = {}
+    for scheme in ('NoPE', 'RelPosBias')[:1 if quick else 2]:
+        model = PEViT(embed_dim=128, depth=1, num_heads=2, patch_size=16, pretrain_size=256,
+                      pos_embed=dict(type=scheme)).to(device)
+        img = torch.randn(2, 3, 256, 256, device=device)
+        for name, dtype in [('fp32', torch.float32), ('bf16', torch.bfloat16)][:1 if quick else 2]:
+            def step():
+                with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+                    model(img).float().sum().backward()
+            kernels[f'{scheme} {name}'] = [op for op in dispatched(step)
+                                           if op.startswith('aten::_scaled_dot_product')]
+    return kernels
 
 
 def parse_env(part: Part, result: dict) -> None:
@@ -167,34 +198,45 @@ def parse_adapter(part: Part, result: dict) -> None:
     result['rows'] = read_csv(part.files['csv'])
 
 
+# Per mode: extra arguments of each command, and each part's cap in seconds
+# (the full run's caps add up to more than the budget: a slow part takes
+# from the later ones, and the budget, not the caps, ends the run).
+RUNS = dict(
+    full=dict(tests=[], pe_sizes=[512, 1024], pe=['--batch', '8'],
+              adapter=['--schemes', *ADAPTER_SCHEMES],
+              caps=dict(env=90, tests=150, pe_512=60, pe_1024=90, adapter=150)),
+    quick=dict(tests=['-k', QUICK_TESTS], pe_sizes=[64],
+               pe=['--batch', '1', '--repeats', '1', '--warmup', '0', '--schemes', 'NoPE',
+                   'RelPosBias'],
+               adapter=['--schemes', 'NoPE', '--size', '64', '--batch', '1', '--memory-size',
+                        '64', '--repeats', '1', '--warmup', '0'],
+               caps=dict(env=300, tests=300, pe_64=300, adapter=300)))
+
+
 def plan(args, tmp: str) -> List[Part]:
-    py = sys.executable
-    d = args.device
+    """The parts to run, env first, then those of --parts in their fixed order."""
+    py, device = sys.executable, args.device
+    run = RUNS['quick' if args.quick else 'full']
+    caps = run['caps']
     junit = os.path.join(tmp, 'junit.xml')
-    tests = [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-m', d, '-rfE',
-             f'--junitxml={junit}', *TEST_FILES] + (['-k', QUICK_TESTS] if args.quick else [])
-    parts = [Part('env', [py, os.path.abspath(__file__), '--probe', '--device', d],
-                  cap_s=90, min_s=5, parse=parse_env),
-             Part('tests', tests, cap_s=150 if not args.quick else 300, min_s=30,
-                  parse=parse_tests, files=dict(junit=junit))]
-    pe_sizes, pe_opts = (([64], ['--batch', '1', '--repeats', '1', '--warmup', '0',
-                                 '--schemes', 'NoPE', 'RelPosBias'])
-                         if args.quick else ([512, 1024], ['--batch', '8']))
-    for size, cap in zip(pe_sizes, (60, 90)):
-        out = os.path.join(tmp, f'pe_{size}.csv')
-        parts.append(Part(f'pe_{size}', [py, 'tools/benchmark_pe.py', '--device', d, '--dtype',
-                                         'bf16', '--size', str(size), '--kernel-cost', '--csv',
-                                         out, *pe_opts],
-                          cap_s=cap if not args.quick else 300, min_s=20, parse=parse_pe,
-                          files=dict(csv=out)))
-    out = os.path.join(tmp, 'adapter.csv')
-    adapter_opts = (['--schemes', 'NoPE', '--size', '64', '--batch', '1', '--memory-size', '64',
-                     '--repeats', '1', '--warmup', '0'] if args.quick
-                    else ['--schemes', *ADAPTER_SCHEMES])
-    parts.append(Part('adapter', [py, 'tools/benchmark_adapter.py', '--device', d, '--csv', out,
-                                  *adapter_opts],
-                      cap_s=150 if not args.quick else 300, min_s=45, parse=parse_adapter,
-                      files=dict(csv=out)))
+    parts = [Part('env', [py, os.path.abspath(__file__), '--probe', '--device', device]
+                  + (['--quick'] if args.quick else []),
+                  cap_s=caps['env'], min_s=5, parse=parse_env),
+             Part('tests', [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-m', device,
+                            '-rfE', f'--junitxml={junit}', 'tests', *run['tests']],
+                  cap_s=caps['tests'], min_s=30, parse=parse_tests, files=dict(junit=junit))]
+    for size in run['pe_sizes']:
+        csv_path = os.path.join(tmp, f'pe_{size}.csv')
+        parts.append(Part(f'pe_{size}', [py, 'tools/benchmark_pe.py', '--device', device,
+                                         '--dtype', 'bf16', '--size', str(size), '--kernel-cost',
+                                         '--csv', csv_path, *run['pe']],
+                          cap_s=caps[f'pe_{size}'], min_s=20, parse=parse_pe,
+                          files=dict(csv=csv_path)))
+    csv_path = os.path.join(tmp, 'adapter.csv')
+    parts.append(Part('adapter', [py, 'tools/benchmark_adapter.py', '--device', device, '--csv',
+                                  csv_path, *run['adapter']],
+                      cap_s=caps['adapter'], min_s=45, parse=parse_adapter,
+                      files=dict(csv=csv_path)))
     return [p for p in parts if p.name == 'env' or p.name.split('_')[0] in args.parts]
 
 
@@ -272,6 +314,8 @@ def env_section(result: dict) -> List[str]:
         if key in info:
             value = info[key]
             lines.append(f"| {key} | {', '.join(value) if isinstance(value, list) else value} |")
+    lines += [f"| SDPA kernels, {case} training step | {', '.join(ops)} |"
+              for case, ops in info.get('sdpa_kernels', {}).items()]
     lines += [f'| {dist} | {version} |' for dist, version in info.get('versions', {}).items()]
     return lines
 
@@ -354,7 +398,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--probe', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
-        print(json.dumps(probe(args.device)))
+        print(json.dumps(probe(args.device, args.quick)))
         return 0
     if args.device == 'cuda':
         import torch
