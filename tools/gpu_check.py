@@ -223,7 +223,8 @@ def plan(args, tmp: str) -> List[Part]:
                   + (['--quick'] if args.quick else []),
                   cap_s=caps['env'], min_s=5, parse=parse_env),
              Part('tests', [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-m', device,
-                            '-rfE', f'--junitxml={junit}', 'tests', *run['tests']],
+                            '-rfE', '--continue-on-collection-errors', f'--junitxml={junit}',
+                            'tests', *run['tests']],
                   cap_s=caps['tests'], min_s=30, parse=parse_tests, files=dict(junit=junit))]
     for size in run['pe_sizes']:
         csv_path = os.path.join(tmp, f'pe_{size}.csv')
@@ -277,8 +278,10 @@ def run_part(part: Part, deadline: float, out_dir: str) -> dict:
         result.update(status='ok' if returncode == 0 else 'failed', returncode=returncode)
     try:
         part.parse(part, result)
-    except Exception as e:  # a half-written output of a stopped or failed part
-        result.setdefault('parse_error', f'{type(e).__name__}: {e}')
+    except Exception as e:  # a stopped or failed part's half-written output, or none
+        result['parse_error'] = f'{type(e).__name__}: {e}'
+        if result['status'] == 'ok':
+            result.update(status='failed', reason='its output could not be read')
     if result['status'] != 'ok':
         result['log_tail'] = read_lines(result['log_path'])[-LOG_TAIL_LINES:]
     return result
