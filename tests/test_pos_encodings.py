@@ -1,6 +1,9 @@
 """Behaviour of every positional-encoding scheme inside the ViT core."""
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmvitpe.models import PEViT
@@ -37,10 +40,10 @@ def with_registers():
 
 @pytest.mark.parametrize('scheme,class_token,registers',
                          [(s, c, 0) for s, c in valid_combinations()] + list(with_registers()))
-def test_any_grid_forward_backward(scheme, class_token, registers):
-    model = vit(scheme, class_token, num_register_tokens=registers)
+def test_any_grid_forward_backward(scheme, class_token, registers, device):
+    model = vit(scheme, class_token, num_register_tokens=registers).to(device)
     for grid in GRIDS:
-        img = torch.randn(2, 3, grid[0] * 4, grid[1] * 4, requires_grad=True)
+        img = torch.randn(2, 3, grid[0] * 4, grid[1] * 4, device=device, requires_grad=True)
         tokens, out_grid = model.forward_features(img)
         assert out_grid == grid
         assert tokens.shape == (2, grid[0] * grid[1] + class_token + registers, 32)
@@ -52,21 +55,21 @@ def test_any_grid_forward_backward(scheme, class_token, registers):
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('scheme,class_token', list(valid_combinations()))
-def test_autocast_is_finite_and_close(scheme, class_token, dtype):
-    model = vit(scheme, class_token).eval()
+def test_autocast_is_finite_and_close(scheme, class_token, dtype, device):
+    model = vit(scheme, class_token).to(device).eval()
     qkv_dtypes = []
     model.blocks[-1].attn.qkv.register_forward_hook(
         lambda m, args, out: qkv_dtypes.append(out.dtype))
     for grid in GRIDS:
-        img = torch.randn(1, 3, grid[0] * 4, grid[1] * 4)
+        img = torch.randn(1, 3, grid[0] * 4, grid[1] * 4, device=device)
         with torch.no_grad():
             ref = model(img)
-            with torch.autocast('cpu', dtype=dtype):
+            with torch.autocast(device, dtype=dtype):
                 low = model(img)
         assert qkv_dtypes[-2:] == [torch.float32, dtype]  # the blocks ran in low precision
         assert torch.isfinite(low).all()
         assert torch.allclose(low.float(), ref, atol=0.1, rtol=0.1)
-    with torch.autocast('cpu', dtype=dtype):
+    with torch.autocast(device, dtype=dtype):
         out = model(img)
     out.float().square().sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -74,9 +77,9 @@ def test_autocast_is_finite_and_close(scheme, class_token, dtype):
 
 
 @pytest.mark.parametrize('scheme', SCHEMES)
-def test_gradient_checkpointing_matches(scheme):
-    model = vit(scheme)
-    img = torch.randn(2, 3, 28, 36)
+def test_gradient_checkpointing_matches(scheme, device):
+    model = vit(scheme).to(device)
+    img = torch.randn(2, 3, 28, 36, device=device)
     model(img).sum().backward()
     ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
@@ -85,6 +88,53 @@ def test_gradient_checkpointing_matches(scheme):
     for n, p in model.named_parameters():
         if n in ref:
             torch.testing.assert_close(p.grad, ref[n], msg=n)
+
+
+FUSED_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+              SDPBackend.CUDNN_ATTENTION]  # all but the math path
+
+
+class _CountSDPA(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += func is F.scaled_dot_product_attention
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('train', [False, True], ids=['inference', 'training'])
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_attention_runs_a_fused_sdpa_kernel(scheme, train, dtype, device):
+    """Every block without a multiplicative gain calls SDPA, and SDPA runs with
+    its math path ruled out (``sdpa_kernel``), so a fused kernel ran. The one
+    exception: in CPU training a learned bias needs its gradient, for which
+    CPU SDPA has no fused kernel, so there the fused-only call must fail."""
+    model = vit(scheme).to(device).train(train)
+    grid = (7, 11)  # 77 tokens: no multiple of a kernel's tile
+    img = torch.randn(1, 3, grid[0] * 4, grid[1] * 4, device=device)
+    with torch.set_grad_enabled(train):
+        state = model.pe.prepare(grid, torch.device(device), torch.float32)
+        terms = [model.pe.logit_terms(b, grid, state, 0) for b in range(model.depth)]
+    sdpa_blocks = [bias for bias, gain in terms if gain is None]
+    needs_math = device == 'cpu' and any(bias is not None and bias.requires_grad
+                                         for bias in sdpa_blocks)
+
+    def step():
+        with torch.set_grad_enabled(train), sdpa_kernel(FUSED_SDPA), torch.autocast(
+                device, dtype=dtype, enabled=dtype != torch.float32):
+            out = model(img)
+            if train:
+                out.float().sum().backward()
+    if needs_math:
+        with pytest.raises(RuntimeError, match='No available kernel'):
+            step()
+        return
+    with _CountSDPA() as count:
+        step()
+    assert count.calls == len(sdpa_blocks)
 
 
 def _patch_permutation_gap(model, grid=(6, 7)):

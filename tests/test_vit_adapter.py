@@ -42,12 +42,12 @@ def test_presets_match_the_original_configs():
 
 
 @pytest.mark.parametrize('scheme', sorted(POS_ENCODINGS.module_dict))
-def test_every_pe_scheme_runs_forward_backward(scheme):
+def test_every_pe_scheme_runs_forward_backward(scheme, device):
     # as the detection configs: windows in some blocks; the final norm carries MPVG's term
     model = adapter(pos_embed=dict(type=scheme), embed_dim=64, num_heads=4,
                     deform_num_heads=4, conv_inplane=8, vit_final_norm=True,
-                    window_size=3, window_block_indexes=[0, 2])
-    img = torch.randn(2, 3, 75, 101)
+                    window_size=3, window_block_indexes=[0, 2]).to(device)
+    img = torch.randn(2, 3, 75, 101, device=device)
     outs = model(img)
     assert [tuple(o.shape) for o in outs] == expected_shapes(2, 64, 75, 101)
     sum(o.square().mean() for o in outs).backward()
@@ -74,43 +74,44 @@ def test_injector_starts_neutral_so_the_vit_is_undisturbed():
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
-def test_autocast_keeps_deformable_attention_in_fp32(dtype):
-    model = adapter(embed_dim=64, num_heads=4, deform_num_heads=4, conv_inplane=8).eval()
-    img = torch.randn(1, 3, 64, 64)
+def test_autocast_keeps_deformable_attention_in_fp32(dtype, device):
+    model = adapter(embed_dim=64, num_heads=4, deform_num_heads=4, conv_inplane=8)
+    model = model.to(device).eval()
+    img = torch.randn(1, 3, 64, 64, device=device)
     dtypes = []
     model.interactions[0].injector.attn.register_forward_hook(
         lambda m, args, out: dtypes.append(out.dtype))
     with torch.no_grad():
         ref = model(img)
-        with torch.autocast('cpu', dtype=dtype):
+        with torch.autocast(device, dtype=dtype):
             low = model(img)
     assert dtypes == [torch.float32, torch.float32]
     for a, b in zip(low, ref):
         assert torch.isfinite(a).all()
         assert (a.float() - b).abs().mean() < 0.05 * b.abs().mean()
-    with torch.autocast('cpu', dtype=dtype):
+    with torch.autocast(device, dtype=dtype):
         outs = model(img)
     sum(o.float().square().mean() for o in outs).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-def test_window_attention_is_local_and_handles_padding():
+def test_window_attention_is_local_and_handles_padding(device):
     # pretrained at 8 x 8 tokens: a window may not exceed the pretraining grid
     kw = dict(embed_dim=64, num_heads=4, deform_num_heads=4, conv_inplane=8, pretrain_size=128)
-    windowed = adapter(window_size=3, window_block_indexes=[0, 1, 2, 3], **kw).eval()
-    global_ = adapter(**kw).eval()
+    windowed = adapter(window_size=3, window_block_indexes=[0, 1, 2, 3], **kw).to(device).eval()
+    global_ = adapter(**kw).to(device).eval()
     global_.load_state_dict(windowed.state_dict())
-    img = torch.randn(1, 3, 112, 80)  # 7 x 5 tokens: windows need padding
+    img = torch.randn(1, 3, 112, 80, device=device)  # 7 x 5 tokens: windows need padding
     with torch.no_grad():
         a, b = windowed(img), global_(img)
     assert [o.shape for o in a] == [o.shape for o in b]
     assert not torch.allclose(a[2], b[2])
     # a window block equals global attention when one window exactly covers the
     # grid (8 x 8 tokens); padded windows keep their zero keys, as ViT-Adapter does
-    big = adapter(window_size=8, window_block_indexes=[0, 1, 2, 3], **kw).eval()
+    big = adapter(window_size=8, window_block_indexes=[0, 1, 2, 3], **kw).to(device).eval()
     big.load_state_dict(windowed.state_dict())
-    img = torch.randn(1, 3, 128, 128)
+    img = torch.randn(1, 3, 128, 128, device=device)
     with torch.no_grad():
         for x, y in zip(big(img), global_(img)):
             torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
@@ -132,11 +133,11 @@ def test_group_norm_config():
     assert model(torch.randn(1, 3, 64, 64))[3].shape == (1, 64, 2, 2)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def test_gradient_checkpointing_gives_the_same_gradients(device):
     kw = dict(embed_dim=64, num_heads=4, deform_num_heads=4, conv_inplane=8)
-    plain, checkpointed = adapter(**kw), adapter(with_cp=True, **kw)
+    plain, checkpointed = adapter(**kw).to(device), adapter(with_cp=True, **kw).to(device)
     checkpointed.load_state_dict(plain.state_dict())
-    img = torch.randn(2, 3, 64, 64)
+    img = torch.randn(2, 3, 64, 64, device=device)
     for model in (plain, checkpointed):
         model.train()
         torch.manual_seed(1)

@@ -15,8 +15,10 @@ these kernels can go, up to timing noise.
 
 Usage:
     python tools/benchmark_pe.py [--device cpu|cuda] [--size 512] [--batch 1]
-        [--repeats 7] [--schemes NoPE LaPE ...] [--amp] [--csv out.csv]
+        [--dtype fp32|bf16|fp16] [--repeats 7] [--schemes NoPE LaPE ...] [--csv out.csv]
         [--kernel-cost]
+
+--dtype bf16/fp16 runs the models under autocast to that type (their weights stay fp32).
 """
 import argparse
 import statistics
@@ -30,9 +32,11 @@ from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.utils.tables import write_csv
 from timing import timed  # tools/timing.py
 
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
-def run_model(model, img, backward: bool, device: str, amp: bool) -> None:
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+
+def run_model(model, img, backward: bool, device: str, dtype: torch.dtype) -> None:
+    with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
         if backward:
             model(img).float().sum().backward()
         else:
@@ -44,8 +48,9 @@ def kernel_cost(model: PEViT, args, nope_s: dict) -> None:
     """Print one attention call per logit-term kind and the ratios it implies."""
     n = (args.size // model.patch_size) ** 2
     head_dim = model.embed_dim // model.num_heads
+    # the dtype the blocks' q, k, v have under the benchmark's autocast
     q, k, v = (torch.randn(args.batch, model.num_heads, n, head_dim, device=args.device,
-                           requires_grad=True) for _ in range(3))
+                           dtype=DTYPES[args.dtype], requires_grad=True) for _ in range(3))
     term = torch.rand(model.num_heads, n, n, device=args.device, requires_grad=True)
     attend = model.blocks[0].attn._attend  # the model's own kernel choice per term
     kernels = {'none': lambda t: attend(q, k, v, None, None),
@@ -67,7 +72,8 @@ def kernel_cost(model: PEViT, args, nope_s: dict) -> None:
                     times[name, backward].append(t)
     med = {key: statistics.median(t) for key, t in times.items()}
     print(f'\nOne global attention call, B={args.batch} heads={model.num_heads} N={n} '
-          f'd={head_dim}; implied = (NoPE time + depth x extra time of the call) / NoPE time')
+          f'd={head_dim} {args.dtype}; implied = (NoPE time + depth x extra time of the '
+          f'call) / NoPE time')
     print('| logit term | forward ms | implied × NoPE | fwd+bwd ms | implied × NoPE |')
     print('|---|---:|---:|---:|---:|')
     for name in kernels:
@@ -82,13 +88,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     schemes = sorted(POS_ENCODINGS.module_dict)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', choices=['cpu', 'cuda'],
+                        default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--arch', default='tiny')
     parser.add_argument('--size', type=int, default=512)
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--amp', action='store_true', help='bf16 autocast')
+    parser.add_argument('--dtype', choices=sorted(DTYPES), default='fp32',
+                        help='autocast to this type (fp32: no autocast)')
     parser.add_argument('--schemes', nargs='+', default=schemes, choices=schemes)
     parser.add_argument('--csv', help='also write the table here')
     parser.add_argument('--kernel-cost', action='store_true',
@@ -107,7 +115,7 @@ def main() -> None:
         for backward in (False, True):
             for scheme in args.schemes:
                 t = timed(lambda: run_model(models[scheme], img, backward, args.device,
-                                            args.amp), args.device)
+                                            DTYPES[args.dtype]), args.device)
                 if round_ >= args.warmup:
                     times[scheme, backward].append(t)
         progress.update()
@@ -119,9 +127,9 @@ def main() -> None:
         rows.append(dict(scheme=scheme, forward_ms=1e3 * fwd, forward_ratio=fwd / base[False],
                          train_ms=1e3 * bwd, train_ratio=bwd / base[True]))
     device = torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'
-    print(f'\nViT-{args.arch} {args.size}x{args.size} batch {args.batch}, {device}'
-          f'{", bf16 autocast" if args.amp else ""}, median of {args.repeats} interleaved '
-          f'repeats after {args.warmup} warm-up rounds')
+    autocast = f', {args.dtype} autocast' if args.dtype != 'fp32' else ''
+    print(f'\nViT-{args.arch} {args.size}x{args.size} batch {args.batch}, {device}{autocast}, '
+          f'median of {args.repeats} interleaved repeats after {args.warmup} warm-up rounds')
     print('| scheme | forward ms | × NoPE | fwd+bwd ms | × NoPE |')
     print('|---|---:|---:|---:|---:|')
     for r in rows:
