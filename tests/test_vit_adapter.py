@@ -245,7 +245,7 @@ def test_layer_decay_groups_follow_the_documented_layer_ids():
             (dict(layer_decay_rate=0.9, num_layers=12), 'num_layers=12, but the backbone has 4'),
             (dict(decay_rate=0.9, layer_decay_rate=0.9), 'takes decay_rate, or'),
             (dict(decay_rate=0.9, decay_mult=0.), "got \\['decay_mult', 'decay_rate'\\]"),
-            (dict(decay_rate=1.5), 'decay_rate=1.5: must be in')]:
+            (dict(decay_rate=1.5), 'decay_rate=1.5 must be in')]:
         with pytest.raises(ValueError, match=match):
             build_optim_wrapper(model, dict(
                 optimizer=dict(type='AdamW', lr=1e-3),

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from torch import Tensor, nn
 
 from mmvitpe.weights.reader import (CheckpointError, read_checkpoint, strip_module_prefix,
@@ -205,6 +205,9 @@ class CheckpointFitHook(Hook):
         self.check, self.path = check, path
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner.model
+        # mmengine loads into the model inside a wrapper (DDP) or a TTA model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
         self.check(model, checkpoint, self.path)
 
