@@ -346,9 +346,9 @@ def test_convert_weights_cli_carries_a_rope_schemes_own_tensors(tmp_path, scheme
     if scheme == 'rope-dinov3':
         sd['rope_embed.periods'] = torch.tensor([1.0, 3.0, 9.0, 27.0]).bfloat16()
     else:  # EVA-02's tables for its 4x4 grid (64 px / patch 16), one per block as released
+        from timm.layers.pos_embed_sincos import RotaryEmbeddingCat
         sd.pop('pos_embed')
-        table = PEViT(embed_dim=64, depth=1, num_heads=4, pretrain_size=64,
-                      pos_embed=dict(type='RoPEEVA02')).pe.rope.get_embed((4, 4))
+        table = RotaryEmbeddingCat(16, in_pixels=False, ref_feat_shape=(4, 4)).get_embed((4, 4))
         for i in range(4):
             sd[f'blocks.{i}.attn.rope.freqs_sin'], sd[f'blocks.{i}.attn.rope.freqs_cos'] = \
                 table.chunk(2, -1)
