@@ -19,12 +19,12 @@ are integer patch indices (timm ``Eva`` without ``ref_feat_shape``).
 The frequencies are timm's ``freq_bands`` (what timm's ``RotaryEmbeddingCat``
 uses for ``eva02_*``); the rotation is the complex multiplication of rope.py,
 with the angles of timm's grid rescaling (``ref_feat_shape``). timm's
-``apply_rot_embed_cat`` computes the same from sin/cos but is about 4x slower
-per call on CPU (README, benchmark notes). Rotation is at global positions, before
+``apply_rot_embed_cat`` computes the same from sin/cos but is slower on CPU
+(README, benchmark notes). Rotation is at global positions, before
 any window partition; EVA-02's detectron2 ViT instead gives its windowed
-blocks a second table over one window (``rope_win``), which a rotation before
-the partition cannot express: this scheme rotates windowed blocks like global
-ones (still relative within each window).
+blocks a second table spanning one window (``rope_win``); that needs the
+block's window size, which the rotation site does not receive, so this scheme
+rotates windowed blocks like global ones (still relative within each window).
 
 Reference: baaivision/EVA @ 5623d08bb08a8268c7bc18e1d9b8b4bd651fe4d9,
 ``EVA-02/asuka/rope.py`` (``VisionRotaryEmbeddingFast``) and
