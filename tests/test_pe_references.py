@@ -1,8 +1,9 @@
 """Equivalence with reference implementations on identical weights.
 
-timm is used live; the paper codebases (SP-ViT, LaPE, rope-vit, MAE) through
-golden tensors produced once from their original code by
-tools/golden/make_pe_fixtures.py (see its docstring for commits and command).
+timm is used live; the paper codebases (SP-ViT, LaPE, rope-vit, MAE, DINOv3,
+EVA-02, CROMA, LookHere) through golden tensors produced once from their
+original code by tools/golden/make_pe_fixtures.py (see its docstring for
+commits and command).
 """
 import os
 
