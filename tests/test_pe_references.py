@@ -1,8 +1,9 @@
 """Equivalence with reference implementations on identical weights.
 
-timm is used live; the paper codebases (SP-ViT, LaPE, rope-vit, MAE) through
-golden tensors produced once from their original code by
-tools/golden/make_pe_fixtures.py (see its docstring for commits and command).
+timm is used live; the paper codebases (SP-ViT, LaPE, rope-vit, MAE, DINOv3,
+EVA-02, CROMA, LookHere) through golden tensors produced once from their
+original code by tools/golden/make_pe_fixtures.py (see its docstring for
+commits and command).
 """
 import os
 
@@ -199,13 +200,18 @@ def test_rope_schemes_match_timm_eva_at_any_grid(scheme, rope_args, eva_args):
                                        atol=1e-5, rtol=1e-4)
 
 
+def sin_cos(cos_sin):
+    """RoPEDINOv3's (2, N, 1, d/2) cos and sin as DINOv3's (sin, cos), each (N, d)."""
+    return cos_sin[1, :, 0].tile(2), cos_sin[0, :, 0].tile(2)
+
+
 def test_rope_dinov3_matches_official_dinov3():
     g = golden('dinov3_rope.pt')
     pe = build_pos_encoding(dict(type='RoPEDINOv3'), embed_dim=32, num_heads=2, depth=1,
                             num_prefix_tokens=1)
     torch.testing.assert_close(pe.periods, g['periods'])
     state = pe.prepare((3, 5), torch.device('cpu'), torch.float32)
-    sin, cos = state.tensors['rope'][:, 1:]
+    sin, cos = sin_cos(state.tensors['rope'][:, 1:])
     torch.testing.assert_close(sin, g['sin'])
     torch.testing.assert_close(cos, g['cos'])
     q, k = rotate_head_major(pe, g['q_in'], g['k_in'], 0, state)  # prefix token unrotated
@@ -215,7 +221,7 @@ def test_rope_dinov3_matches_official_dinov3():
                        ('minmax', dict(base=None, min_period=0.5, max_period=40.0))]:
         pe = build_pos_encoding(dict(type='RoPEDINOv3', **args), embed_dim=32, num_heads=2,
                                 depth=1)
-        sin, cos = pe.prepare((4, 2), torch.device('cpu'), torch.float32).tensors['rope']
+        sin, cos = sin_cos(pe.prepare((4, 2), torch.device('cpu'), torch.float32).tensors['rope'])
         torch.testing.assert_close(sin, g[f'sin_{name}'], msg=name)
         torch.testing.assert_close(cos, g[f'cos_{name}'], msg=name)
     torch.testing.assert_close(pe.periods, g['periods_minmax'])
@@ -226,17 +232,17 @@ def test_rope_dinov3_augmentation_is_dinov3s_draws_in_training_only():
     pe = build_pos_encoding(dict(type='RoPEDINOv3', shift_coords=0.3, jitter_coords=1.5,
                                  rescale_coords=2.0), embed_dim=32, num_heads=2, depth=1)
 
-    def sin_cos():
-        return pe.prepare((3, 5), torch.device('cpu'), torch.float32).tensors['rope']
+    def drawn():
+        return sin_cos(pe.prepare((3, 5), torch.device('cpu'), torch.float32).tensors['rope'])
     torch.manual_seed(11)
-    sin, cos = sin_cos()  # training mode (the default)
+    sin, cos = drawn()  # training mode (the default)
     torch.testing.assert_close(sin, g['sin_aug'])
     torch.testing.assert_close(cos, g['cos_aug'])
-    assert not torch.allclose(sin_cos()[0], sin)  # a new draw every forward
+    assert not torch.allclose(drawn()[0], sin)  # a new draw every forward
     torch.manual_seed(11)
-    torch.testing.assert_close(sin_cos(), torch.stack([sin, cos]))  # reproducible
+    torch.testing.assert_close(drawn(), (sin, cos))  # reproducible
     pe.eval()
-    torch.testing.assert_close(sin_cos()[0], g['sin'])  # off in eval
+    torch.testing.assert_close(drawn()[0], g['sin'])  # off in eval
 
 
 def test_rope_eva02_matches_official_eva02_with_rescaled_grids():

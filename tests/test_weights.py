@@ -284,21 +284,26 @@ def test_timm_pretrained_scheme_round_trips_into_vit_adapter(tmp_path):
     torch.testing.assert_close(ours, ref)
 
 
-def test_convert_weights_cli_writes_a_checkpoint_the_configs_load(tmp_path):
+def convert_cli(src, config, out):
+    """tools/convert_weights.py SRC CONFIG OUT for a tiny ViT-Adapter (the small_adapter())."""
     import subprocess
     import sys
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tiny = ['model.backbone.embed_dim=64', 'model.backbone.num_heads=4', 'model.backbone.depth=4',
+            'model.backbone.deform_num_heads=4', 'model.backbone.conv_inplane=8',
+            'model.backbone.interaction_indexes=[[0,0],[1,1],[2,2],[3,3]]',
+            'model.backbone.pretrain_size=64']
+    return subprocess.run([sys.executable, 'tools/convert_weights.py', str(src), config, str(out),
+                           '--cfg-options', *tiny], cwd=repo, capture_output=True, text=True)
+
+
+def test_convert_weights_cli_writes_a_checkpoint_the_configs_load(tmp_path):
     src = tmp_path / 'deit.pth'
     sd = deit(class_token=True).state_dict()
     torch.save({'model': sd}, src)
     out = tmp_path / 'converted.pth'
     config = 'configs/demo/upernet_vit-adapter-t-mpvg_demo.py'
-    tiny = ['model.backbone.embed_dim=64', 'model.backbone.num_heads=4', 'model.backbone.depth=4',
-            'model.backbone.deform_num_heads=4', 'model.backbone.conv_inplane=8',
-            'model.backbone.interaction_indexes=[[0,0],[1,1],[2,2],[3,3]]',
-            'model.backbone.pretrain_size=64']
-    done = subprocess.run([sys.executable, 'tools/convert_weights.py', str(src), config, str(out),
-                           '--cfg-options', *tiny], cwd=repo, capture_output=True, text=True)
+    done = convert_cli(src, config, out)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'newly initialised' in done.stdout and 'wrote' in done.stdout
     model = small_adapter('MPVG', vit_final_norm=True,
@@ -307,9 +312,7 @@ def test_convert_weights_cli_writes_a_checkpoint_the_configs_load(tmp_path):
     torch.testing.assert_close(model.blocks[3].mlp.fc2.weight, sd['blocks.3.mlp.fc2.weight'])
     sd['blocks.0.attn.extra'] = torch.zeros(1)
     torch.save(sd, src)
-    failed = subprocess.run([sys.executable, 'tools/convert_weights.py', str(src), config,
-                             str(out), '--cfg-options', *tiny], cwd=repo, capture_output=True,
-                            text=True)
+    failed = convert_cli(src, config, out)
     assert failed.returncode != 0 and 'blocks.0.attn.extra' in failed.stderr
 
 
@@ -339,28 +342,20 @@ def test_dinov3_periods_and_eva02_tables_are_their_schemes_layouts():
 
 @pytest.mark.parametrize('scheme', ['rope-dinov3', 'rope-eva02'])
 def test_convert_weights_cli_carries_a_rope_schemes_own_tensors(tmp_path, scheme):
-    import subprocess
-    import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sd = deit(class_token=False).state_dict()
     if scheme == 'rope-dinov3':
         sd['rope_embed.periods'] = torch.tensor([1.0, 3.0, 9.0, 27.0]).bfloat16()
     else:  # EVA-02's tables for its 4x4 grid (64 px / patch 16), one per block as released
+        from timm.layers.pos_embed_sincos import RotaryEmbeddingCat
         sd.pop('pos_embed')
-        table = PEViT(embed_dim=64, depth=1, num_heads=4, pretrain_size=64,
-                      pos_embed=dict(type='RoPEEVA02')).pe.rope.get_embed((4, 4))
+        table = RotaryEmbeddingCat(16, in_pixels=False, ref_feat_shape=(4, 4)).get_embed((4, 4))
         for i in range(4):
             sd[f'blocks.{i}.attn.rope.freqs_sin'], sd[f'blocks.{i}.attn.rope.freqs_cos'] = \
                 table.chunk(2, -1)
     src, out = tmp_path / 'src.pth', tmp_path / 'converted.pth'
     torch.save({'model': sd}, src)
     config = f'configs/vit_adapter_pe/upernet_vit-adapter-t-{scheme}_512x512_160k_ade20k.py'
-    tiny = ['model.backbone.embed_dim=64', 'model.backbone.num_heads=4', 'model.backbone.depth=4',
-            'model.backbone.deform_num_heads=4', 'model.backbone.conv_inplane=8',
-            'model.backbone.interaction_indexes=[[0,0],[1,1],[2,2],[3,3]]',
-            'model.backbone.pretrain_size=64']
-    done = subprocess.run([sys.executable, 'tools/convert_weights.py', str(src), config, str(out),
-                           '--cfg-options', *tiny], cwd=repo, capture_output=True, text=True)
+    done = convert_cli(src, config, out)
     assert done.returncode == 0, done.stderr[-2000:]
     converted = torch.load(out, weights_only=True)
     converted = converted.get('state_dict', converted)

@@ -40,13 +40,14 @@ def alibi_slopes(num_heads: int) -> List[float]:
 class FixedLogitBias(PositionalEncoding):
     """Base of the parameter-free additive biases over offsets: memoises the
     (heads, N, N) bias per block, attention grid and device in training too
-    (nothing needs a gradient), and pads prefix tokens with 0."""
+    (nothing needs a gradient), and pads prefix tokens with 0. Subclasses keep
+    their slopes in a non-persistent ``slopes`` buffer (which gives the device)."""
+
+    slopes: Tensor
 
     def __init__(self, blocks: Optional[Sequence[int]] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.blocks = sorted(self._block_set(blocks, 'blocks'))
-        # empty, only to follow the module's device (and to give the memo its key)
-        self.register_buffer('_anchor', torch.zeros(0), persistent=False)
 
     def offset_table(self, block: int, grid: Grid) -> Tensor:
         """(heads, 2h-1, 2w-1) bias of one block over the offsets (key minus query)."""
@@ -56,7 +57,7 @@ class FixedLogitBias(PositionalEncoding):
         if block not in self.blocks:
             return None, None
         memo = self.__dict__.setdefault('_bias_memo', {})
-        key = (self._memo_block(block), tuple(attn_grid), self._anchor.device)
+        key = (self._memo_block(block), tuple(attn_grid), self.slopes.device)
         if key not in memo:
             if len(memo) >= 32:
                 memo.clear()
@@ -71,7 +72,7 @@ class FixedLogitBias(PositionalEncoding):
     def _distances(self, grid: Grid) -> Tensor:
         """(2h-1, 2w-1) Euclidean length of every offset, in patches."""
         h, w = grid
-        return relative_offsets(tuple(grid), self._anchor.device).norm(dim=-1).view(
+        return relative_offsets(tuple(grid), self.slopes.device).norm(dim=-1).view(
             2 * h - 1, 2 * w - 1)
 
 

@@ -10,8 +10,8 @@ d_ij = pos_j - pos_i (key minus query; x = column, y = row, "up" = smaller y),
 D = |d| (``distance='linear'``), sqrt |d| or |d|^2; g the global slope, s_l
 linear from ``layer_slopes[0]`` (block 0) to ``layer_slopes[1]`` (last block),
 m_h the head slopes of the official code: 2^-(1 + h // 4) for directed heads,
-(1/4, 1/16, 1/64, 1/256), each for a quarter of the heads, for undirected ones. The query always sees
-itself, so no row is fully masked.
+(1/4, 1/16, 1/64, 1/256), each for a quarter of the heads, for the 'none' and
+'zero*' presets. The query always sees itself, so no row is fully masked.
 
 Fields of view (``directions``, the official short-hands; heads take them in
 turn, h % 4): 'halves' (180 degrees: up, down, left, right), 'corners' (90,
@@ -34,8 +34,9 @@ after softmax); the official bias is stored in bfloat16, ours in float32.
 
 Reference: GreenCUBIC/lookhere @ 641deab8c6610b6480a5c564a9a34a29bf934574,
 ``lookhere.py`` ``create_lh_bias_tensor`` / ``create_lh_layer_tensor``;
-written by hand (no library has it) on offsets instead of the official
-(N, N) numpy loops, which take minutes at dense-prediction grids.
+written by hand (no library has it) on the (2h-1)(2w-1) offsets, where the
+official code builds (heads, N, N) float64 arrays with a Python loop over
+the N queries.
 """
 from typing import Dict, Tuple
 
@@ -64,7 +65,6 @@ DIRECTIONS = {
                     ('zero', 'down', 'right')],
     'zerotriangles': [('zero', d) for d in ('tri_up', 'tri_down', 'tri_left', 'tri_right')],
 }
-UNDIRECTED = ('none', 'zero')
 DISTANCES = ('linear', 'sqrt', 'square')
 
 
@@ -106,7 +106,7 @@ class LookHere(FixedLogitBias):
         self.directions, self.distance = directions, distance
         self.global_slope, self.layer_slopes = float(global_slope), tuple(layer_slopes)
         self.head_masks = [DIRECTIONS[directions][h % 4] for h in range(self.num_heads)]
-        if directions in UNDIRECTED:
+        if directions.startswith(('none', 'zero')):
             # official: each of the four slopes repeated heads/4 times
             group = torch.arange(self.num_heads) // max(self.num_heads // 4, 1)
             head = 4.0 ** -(1 + group.clamp(max=3)).float()

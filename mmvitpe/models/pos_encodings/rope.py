@@ -43,6 +43,11 @@ class RotaryPE(PositionalEncoding):
         """(2, depth or 1, heads or 1, head_dim // 2): x and y frequency per pair."""
         raise NotImplementedError
 
+    def grid_frequencies(self, grid: Grid) -> Tensor:
+        """``frequencies()`` in effect at ``grid``: the same at every grid unless
+        positions are rescaled to a reference grid (EVA-02)."""
+        return self.frequencies()
+
     def _rotations(self, grid: Grid) -> Tuple[Tensor, ...]:
         """Per block (or one shared): (N, heads|1, head_dim/2) complex exp(i theta),
         float32, with rotation 1 for prefix tokens.
@@ -51,7 +56,7 @@ class RotaryPE(PositionalEncoding):
         computed per column and per row only, so the H*W*depth*d/2 angles need
         no sin/cos nor its backward.
         """
-        freqs = self.frequencies().float()
+        freqs = self.grid_frequencies(grid).float()
 
         def axis(length: int, f: Tensor) -> Tensor:  # (depth|1, length, heads|1, d/2)
             angles = torch.arange(length, device=f.device).float()[:, None, None] * f[:, None]

@@ -12,7 +12,6 @@ channel i + d/2 (the rotate-half layout) and rotated by
     angle_i = 2 pi cy / p_i (i < d/4),   2 pi cx / p_(i - d/4) (d/4 <= i < d/2)
 
     out = x cos(angle) + rotate_half(x) sin(angle),  rotate_half(x) = [-x2, x1]
-
 in float32 (as DINOv3's released models, ``pos_embed_rope_dtype='fp32'``),
 on the patch tokens of q and k; prefix tokens stay unrotated. The angles are
 recomputed for every grid: exact at any size. Rotation is at global positions
@@ -32,15 +31,14 @@ Reference: facebookresearch/dinov3 @ 6876159a11b4df116f30f667f8c9888617df0751,
 ``dinov3/layers/rope_position_encoding.py`` (``RopePositionEmbedding``) and
 ``dinov3/layers/attention.py`` (``SelfAttention.apply_rope``); timm's port is
 ``RotaryEmbeddingDinoV3`` (non-persistent periods, coordinate augmentation in
-private helpers), so only its public coordinate helper and rotation are reused.
+private helpers), so only its public coordinate helper is reused.
 """
 import math
 import re
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
-from timm.layers.pos_embed_sincos import apply_rot_embed, make_coords_dinov3
+from timm.layers.pos_embed_sincos import make_coords_dinov3
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
@@ -109,8 +107,9 @@ class RoPEDINOv3(PositionalEncoding):
         return self.training and any(v is not None for v in (
             self.shift_coords, self.jitter_coords, self.rescale_coords))
 
-    def _sin_cos(self, grid: Grid) -> Tensor:
-        """(2, prefix + H*W, head_dim): sin and cos per token (prefix: 0 and 1)."""
+    def _cos_sin(self, grid: Grid) -> Tensor:
+        """(2, prefix + H*W, 1, head_dim/2): cos and sin of each token's angle per
+        pair (prefix tokens: 1 and 0)."""
         device = self.periods.device
         coords = make_coords_dinov3(*grid, normalize_coords=self.normalize_coords,
                                     device=device)  # (HW, 2): (cy, cx)
@@ -126,28 +125,37 @@ class RoPEDINOv3(PositionalEncoding):
                 log_r = math.log(self.rescale_coords)
                 coords = coords * torch.empty(1, **dd).uniform_(-log_r, log_r).exp()
         angles = 2 * math.pi * coords[:, :, None] / self.periods.float()  # (HW, 2, d/4)
-        angles = angles.flatten(1).tile(2)  # (HW, d): [y, x, y, x]
-        sin_cos = torch.stack([angles.sin(), angles.cos()])
+        angles = angles.flatten(1)  # (HW, d/2): y, then x
+        cos_sin = torch.stack([angles.cos(), angles.sin()])
         if self.num_prefix_tokens:
-            pad = torch.tensor([0.0, 1.0], device=device)[:, None, None]
-            sin_cos = torch.cat([pad.expand(2, self.num_prefix_tokens, self.head_dim),
-                                 sin_cos], dim=1)
-        return sin_cos
+            prefix = torch.tensor([1.0, 0.0], device=device)[:, None, None]
+            cos_sin = torch.cat([prefix.expand(2, self.num_prefix_tokens, angles.shape[1]),
+                                 cos_sin], dim=1)
+        return cos_sin[:, :, None]
 
     def prepare(self, grid: Grid, device, dtype) -> PEState:
         state = PEState(tuple(grid))
         if self._augmented():
-            state.tensors['rope'] = self._sin_cos(state.grid)
+            state.tensors['rope'] = self._cos_sin(state.grid)
         else:  # the buffer is not a parameter: its version joins the memo key
             key = (state.grid, device, self.periods._version, self.periods.data_ptr())
-            state.tensors['rope'] = self._inference_cached(key, lambda: self._sin_cos(state.grid))
+            state.tensors['rope'] = self._inference_cached(key, lambda: self._cos_sin(state.grid))
         return state
 
     def rotate(self, qk: Tensor, block: int, state: PEState) -> Tensor:
+        """[x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin] on the two channel halves.
+
+        By hand on the halves: timm's ``apply_rot_embed(half=True)`` (full-width
+        sin/cos and ``rope_rotate_half``) computes the same with more full-width
+        passes, and the complex product rope.py uses needs each pair's channels
+        adjacent, which here costs a transposing copy; both were slower on CPU.
+        """
         if block not in self.blocks:
             return qk
-        sin, cos = state.tensors['rope'][:, :, None, None]  # (N, 1, 1, d) each
-        return apply_rot_embed(qk, sin, cos, half=True)
+        cos, sin = state.tensors['rope'][:, :, None]  # (N, 1, 1, d/2) each
+        x1, x2 = qk.float().chunk(2, -1)
+        return torch.cat([torch.addcmul(x1 * cos, x2, sin, value=-1),
+                          torch.addcmul(x2 * cos, x1, sin)], -1).to(qk.dtype)
 
     def frequencies(self) -> Tensor:
         """(2, 1, 1, d/2) radians per patch at the pretraining grid (pair i: channels

@@ -16,13 +16,15 @@ unrotated. A model fine-tuned at any grid sees the angles of its pretraining
 grid's span, so EVA-02 weights run unchanged; with ``rescale=False`` positions
 are integer patch indices (timm ``Eva`` without ``ref_feat_shape``).
 
-The angles come from timm's live ``RotaryEmbeddingCat`` (``in_pixels=False``,
-``ref_feat_shape``: how timm's ``eva02_*`` models build them) and are applied
-with timm's ``apply_rot_embed_cat``. Rotation is at global positions, before
+The frequencies are timm's ``freq_bands`` (what timm's ``RotaryEmbeddingCat``
+uses for ``eva02_*``); the rotation is the complex multiplication of rope.py,
+with the angles of timm's grid rescaling (``ref_feat_shape``). timm's
+``apply_rot_embed_cat`` computes the same from sin/cos but is slower on CPU
+(README, benchmark notes). Rotation is at global positions, before
 any window partition; EVA-02's detectron2 ViT instead gives its windowed
-blocks a second table over one window (``rope_win``), which a rotation before
-the partition cannot express: this scheme rotates windowed blocks like global
-ones (still relative within each window).
+blocks a second table spanning one window (``rope_win``); that needs the
+block's window size, which the rotation site does not receive, so this scheme
+rotates windowed blocks like global ones (still relative within each window).
 
 Reference: baaivision/EVA @ 5623d08bb08a8268c7bc18e1d9b8b4bd651fe4d9,
 ``EVA-02/asuka/rope.py`` (``VisionRotaryEmbeddingFast``) and
@@ -31,18 +33,19 @@ Reference: baaivision/EVA @ 5623d08bb08a8268c7bc18e1d9b8b4bd651fe4d9,
 """
 import math
 import re
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
-from timm.layers.pos_embed_sincos import RotaryEmbeddingCat, apply_rot_embed_cat
+from timm.layers.pos_embed_sincos import freq_bands
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
-from .base import Grid, PEState, PositionalEncoding
+from .base import Grid
+from .rope import RotaryPE
 
 
 @POS_ENCODINGS.register_module()
-class RoPEEVA02(PositionalEncoding):
+class RoPEEVA02(RotaryPE):
     """EVA-02's axial RoPE with positions rescaled to a reference grid.
 
     Args:
@@ -50,23 +53,33 @@ class RoPEEVA02(PositionalEncoding):
         ref_grid: (rows, cols) the positions are rescaled to; default: the
             pretraining grid (EVA-02 at 224 px / patch 14: 16 x 16).
         rescale: False for integer positions (no rescaling).
-        blocks: Blocks that rotate q/k (default: all).
-        **kwargs: See :class:`PositionalEncoding`.
+        **kwargs: See :class:`RotaryPE` (``blocks``) and :class:`PositionalEncoding`.
     """
 
     def __init__(self, theta: float = 10000.0, ref_grid: Optional[Grid] = None,
-                 rescale: bool = True, blocks: Optional[Sequence[int]] = None,
-                 **kwargs) -> None:
+                 rescale: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.head_dim = self.embed_dim // self.num_heads
-        if self.head_dim % 4:
-            raise ValueError(f'RoPEEVA02 needs head_dim divisible by 4, got {self.head_dim}')
         if ref_grid is not None and not rescale:
             raise ValueError('RoPEEVA02: ref_grid is set but rescale=False ignores it')
+        self.theta = theta
         self.ref_grid = tuple(ref_grid or self.pretrain_grid) if rescale else None
-        self.blocks = sorted(self._block_set(blocks, 'blocks'))
-        self.rope = RotaryEmbeddingCat(self.head_dim, temperature=theta, in_pixels=False,
-                                       ref_feat_shape=self.ref_grid)
+        bands = freq_bands(self.head_dim // 4, temperature=theta, step=1)
+        zeros = torch.zeros_like(bands)
+        # per patch of the reference grid: the first d/4 pairs turn with y, the last with x
+        freqs = torch.stack([torch.cat([zeros, bands]), torch.cat([bands, zeros])])
+        self.register_buffer('freqs', freqs[:, None, None], persistent=False)
+
+    def grid_frequencies(self, grid: Grid) -> Tensor:
+        """Per patch of ``grid``: a grid spans the reference grid (EVA's interpolation)."""
+        if self.ref_grid is None:
+            return self.freqs
+        scale = self.freqs.new_tensor([self.ref_grid[1] / grid[1], self.ref_grid[0] / grid[0]])
+        return self.freqs * scale[:, None, None, None]
+
+    def frequencies(self) -> Tensor:
+        """(2, 1, 1, d/2) radians per patch at the pretraining grid (pair m:
+        channels 2m, 2m+1); with rescaling they scale as 1 / grid side."""
+        return self.grid_frequencies(self.pretrain_grid)
 
     # EVA-02 checkpoints store the cos/sin tables of their fine-tuning grid (per
     # block too, and rope_win / rope_glb in detectron2): recomputed here, checked
@@ -77,42 +90,11 @@ class RoPEEVA02(PositionalEncoding):
         if value.dim() != 2 or side * side != value.shape[0] or value.shape[1] != self.head_dim:
             return None
         if '_win.' not in key:  # a window table spans another grid
-            sin, cos = self.rope.get_embed((side, side)).chunk(2, -1)
-            ours = cos if key.endswith('cos') else sin
+            rotation = self._rotations((side, side))[0][self.num_prefix_tokens:, 0]
+            ours = (rotation.real if key.endswith('cos') else rotation.imag).repeat_interleave(2, -1)
             if not torch.allclose(ours, value.float(), atol=1e-4):
                 raise ValueError(
                     f'{key}: this RoPE table ({side}x{side} tokens) is not the one RoPEEVA02 '
-                    f'computes with theta={self.rope.temperature}, ref_grid={self.ref_grid}; '
-                    'set them to the checkpoint\'s (EVA-02: theta=10000, ref_grid=(16, 16))')
+                    f'computes with theta={self.theta}, ref_grid={self.ref_grid}; set them to '
+                    "the checkpoint's (EVA-02: theta=10000, ref_grid=(16, 16))")
         return None
-
-    def _embed(self, grid: Grid) -> Tensor:
-        """(prefix + H*W, 2 * head_dim): [sin | cos] per token (prefix: 0 | 1)."""
-        emb = self.rope.get_embed(list(grid))
-        if self.num_prefix_tokens:
-            n, d = self.num_prefix_tokens, self.head_dim
-            pad = torch.cat([emb.new_zeros(n, d), emb.new_ones(n, d)], -1)
-            emb = torch.cat([pad, emb])
-        return emb
-
-    def prepare(self, grid: Grid, device, dtype) -> PEState:
-        state = PEState(tuple(grid))
-        key = (state.grid, device, self.rope.bands.dtype)  # timm keeps bands >= fp32
-        state.tensors['rope'] = self._inference_cached(key, lambda: self._embed(state.grid))
-        return state
-
-    def rotate(self, qk: Tensor, block: int, state: PEState) -> Tensor:
-        if block not in self.blocks:
-            return qk
-        return apply_rot_embed_cat(qk, state.tensors['rope'][:, None, None])
-
-    def frequencies(self) -> Tensor:
-        """(2, 1, 1, d/2) radians per patch at the pretraining grid (pair m:
-        channels 2m, 2m+1); with rescaling they scale as 1 / grid side."""
-        bands = self.rope.bands.float()
-        rows, cols = self.pretrain_grid
-        ref = self.ref_grid or self.pretrain_grid
-        zeros = torch.zeros_like(bands)
-        fx = torch.cat([zeros, bands * ref[1] / cols])
-        fy = torch.cat([bands * ref[0] / rows, zeros])
-        return torch.stack([fx, fy])[:, None, None]
