@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from mmvitpe.registry import MODELS
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
 from ..layers.deformable_attention import DeformableAttention
-from ..vit import PEViT
+from ..vit import PEViT, resolve_arch
 from .dense import OUT_STRIDES, normed_outputs, pad_to_multiple, reject_class_token, tokens_to_map
 
 # Sizes of the original configs (ref: czczup/ViT-Adapter detection and
@@ -97,7 +97,9 @@ class ViTAdapter(PEViT):
         settings = dict(ADAPTER_SETTINGS[preset])
         kwargs.setdefault('arch', settings.pop('arch'))
         kwargs.setdefault('drop_path_rate', settings.pop('drop_path_rate'))
-        kwargs.setdefault('layer_scale_init_value', 1.0)  # the original's layer scale
+        # the original's layer scale, unless the arch has its own (DINOv2/v3: 1e-5)
+        kwargs.setdefault('layer_scale_init_value', resolve_arch(
+            kwargs['arch'], {}).get('layer_scale_init_value') or 1.0)
         if 'final_norm' in kwargs:
             raise TypeError('ViTAdapter takes vit_final_norm (the ViT tokens\' norm before '
                             'the pyramid), not final_norm')
