@@ -130,3 +130,38 @@ def test_presets_are_overridable_and_dense_backbones_take_patch_tokens_only():
     _, report = remap(state, adapter)
     assert sorted(report.dropped) == ['cls_token', 'norm.bias', 'norm.weight', 'reg_token']
     assert not report.unexpected and not report.missing
+
+
+VIT_PARTS = ('patch_embed', 'cls_token', 'reg_token', 'pe', 'blocks', 'norm')
+
+
+@pytest.mark.parametrize('inject', [True, False])
+def test_frozen_vit_gets_no_gradient_nor_optimizer_slot(inject):
+    from mmvitpe.engine import LayerDecayOptimizerConstructor
+    model = ViTAdapter(embed_dim=64, depth=4, num_heads=4, deform_num_heads=4, conv_inplane=8,
+                       interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], drop_path_rate=0.1,
+                       vit_feature_mode='per_stage', vit_final_norm=True, freeze_vit=True,
+                       inject=inject).train()
+    assert not any(m.training for m in model.blocks.modules()) and model.spm.training
+    assert (model.interactions[0].injector is not None) == inject
+    wrapper = LayerDecayOptimizerConstructor(
+        dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
+        dict(decay_rate=0.9))(model)
+    block_outputs = []
+    model.blocks[0].register_forward_hook(lambda m, args, out: block_outputs.append(out))
+    loss = sum(level.square().mean() for level in model(torch.randn(1, 3, 64, 80)))
+    # without injectors the ViT keeps no graph (nothing saved for backward); with them
+    # its blocks pass the injectors' gradients on
+    assert block_outputs[0].requires_grad == inject
+    loss.backward()
+    wrapper.optimizer.step()
+    in_groups = {n for group in wrapper.optimizer.param_groups for n in group['param_names']}
+    for name, param in model.named_parameters():
+        if name.split('.')[0] in VIT_PARTS:
+            assert param.grad is None and name not in in_groups, name
+            assert param not in wrapper.optimizer.state, name
+        else:
+            assert param.grad is not None and param in wrapper.optimizer.state, name
+    with pytest.raises(ValueError, match='init_values=0.1 is the injectors'):
+        ViTAdapter(embed_dim=64, depth=2, num_heads=4, deform_num_heads=4,
+                   interaction_indexes=[[0, 0], [1, 1]], inject=False, init_values=0.1)

@@ -11,6 +11,7 @@ ceil(H / stride) x ceil(W / stride) for any input size (the input is padded
 to a multiple of 32 inside, and the outputs are cropped back).
 """
 import math
+from contextlib import nullcontext
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -66,6 +67,14 @@ class ViTAdapter(PEViT):
         norm_cfg: Norm of the spatial prior module and the output norms
             (BN, SyncBN, GN, ...).
         with_cp: Gradient checkpointing in the ViT blocks and the adapter.
+        freeze_vit: Freeze the ViT (patch embedding, prefix tokens, PE, blocks,
+            final norm): no gradients, so no optimizer slots (the layer-decay
+            constructor skips them), and kept in eval mode (no dropout, drop
+            path or PE train-time augmentation). With injectors the blocks
+            still pass gradients to them; without, the ViT runs without autograd.
+        inject: Build the injectors. False: extractor-only interactions
+            (DINOv3's ``DINOv3_Adapter`` with ``freeze_vit=True`` and
+            ``vit_feature_mode='per_stage'``).
         **kwargs: ViT arguments (see :class:`PEViT`): pos_embed, init_cfg,
             pretrained, patch_size,
             pretrain_size, window_size, window_block_indexes, drop_path_rate,
@@ -88,9 +97,14 @@ class ViTAdapter(PEViT):
                  vit_final_norm: bool = False,
                  norm_cfg: Optional[dict] = None,
                  with_cp: bool = False,
+                 freeze_vit: bool = False,
+                 inject: bool = True,
                  **kwargs) -> None:
         if preset not in ADAPTER_SETTINGS:
             raise ValueError(f'unknown preset {preset!r}; valid: {sorted(ADAPTER_SETTINGS)}')
+        if not inject and init_values:
+            raise ValueError(f'init_values={init_values} is the injectors\' gamma, but '
+                             'inject=False builds no injectors')
         if vit_feature_mode not in VIT_FEATURE_MODES:
             raise ValueError(f'vit_feature_mode={vit_feature_mode!r}; valid: {VIT_FEATURE_MODES}')
         reject_class_token('ViTAdapter', kwargs)
@@ -120,13 +134,32 @@ class ViTAdapter(PEViT):
                 deform_ratio=deform_ratio if deform_ratio is not None else settings['deform_ratio'],
                 init_values=init_values, with_cffn=with_cffn, cffn_ratio=cffn_ratio, drop=0.,
                 drop_path=kwargs['drop_path_rate'],
-                extra_extractors=2 if use_extra_extractor and i == last else 0, with_cp=with_cp)
+                extra_extractors=2 if use_extra_extractor and i == last else 0, with_cp=with_cp,
+                inject=inject)
             for i in range(len(self.interaction_indexes))])
         self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
         # output norms, named as in the original (norm1..norm4 for strides 4..32)
         self.norm1, self.norm2, self.norm3, self.norm4 = (
             build_norm_layer(norm_cfg, dim)[1] for _ in range(4))
         self._init_adapter_weights()
+        self.freeze_vit, self.inject = freeze_vit, inject
+        if freeze_vit:
+            for module in self._vit_parts():
+                module.requires_grad_(False)
+            for token in (self.cls_token, self.reg_token):
+                if token is not None:
+                    token.requires_grad_(False)
+
+    def _vit_parts(self) -> list:
+        return [m for m in (self.patch_embed, self.pos_drop, self.pe, self.blocks, self.norm)
+                if m is not None]
+
+    def train(self, mode: bool = True) -> 'ViTAdapter':
+        super().train(mode)
+        if self.freeze_vit:
+            for module in self._vit_parts():
+                module.eval()
+        return self
 
     def _check_interactions(self) -> None:
         flat = [b for ix in self.interaction_indexes for b in range(ix[0], ix[-1] + 1)]
@@ -164,13 +197,17 @@ class ViTAdapter(PEViT):
         c = torch.cat([t.flatten(2).transpose(1, 2) + self.level_embed[i]
                        for i, t in enumerate((c2, c3, c4))], dim=1)
 
-        x, state = self.embed(img)
+        # a frozen ViT records no graph unless injectors need gradients through it
+        vit_autograd = nullcontext() if self.inject or not self.freeze_vit else torch.no_grad()
+        with vit_autograd:
+            x, state = self.embed(img)
         inject_inputs = DeformInputs([state.grid], levels, img.device)
         extract_inputs = DeformInputs(levels, [state.grid], img.device)
         vit_tokens = []
         for (first, last), interaction in zip(self.interaction_indexes, self.interactions):
             x = interaction.inject(x, c, inject_inputs)
-            x = self.forward_blocks(x, state, first, last + 1)
+            with vit_autograd:
+                x = self.forward_blocks(x, state, first, last + 1)
             c = interaction.extract(c, x, extract_inputs, levels)
             vit_tokens.append(x)
 
