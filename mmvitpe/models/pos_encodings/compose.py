@@ -220,10 +220,11 @@ class Preset(Compose):
     A member's arguments are overridden under its type name, e.g.
     ``dict(type='BEiTPE', RelPosBias=dict(table_grid=(27, 27)))`` (on the
     command line: ``--cfg-options model.backbone.pos_embed.RelPosBias.table_grid="(27,27)"``).
-    Subclasses set ``MEMBERS`` (the types, in order) and may refine
-    :meth:`defaults` with the model context.
+    Subclasses set ``MEMBERS`` (the types, in order) and ``DEFAULTS`` (arguments
+    per type), or :meth:`defaults` where they depend on the model context.
     """
     MEMBERS: ClassVar[Tuple[str, ...]] = ()
+    DEFAULTS: ClassVar[Dict[str, dict]] = {}
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -234,7 +235,7 @@ class Preset(Compose):
     @classmethod
     def defaults(cls, context: dict) -> Dict[str, dict]:
         """Default arguments per member type for this model context."""
-        return {}
+        return cls.DEFAULTS
 
     def __init__(self, **kwargs) -> None:
         name = type(self).__name__

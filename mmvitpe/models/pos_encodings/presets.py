@@ -51,20 +51,14 @@ class BEiTPE(Preset):
 class RoPEAxialAPE(Preset):
     """Learned absolute table without a class slot plus axial RoPE (rope-vit)."""
     MEMBERS = ('LearnedPE', 'RoPEAxial')
-
-    @classmethod
-    def defaults(cls, context: dict) -> Dict[str, dict]:
-        return dict(LearnedPE=dict(class_slot=False, antialias=True), RoPEAxial=dict(theta=100.))
+    DEFAULTS = dict(LearnedPE=dict(class_slot=False, antialias=True), RoPEAxial=dict(theta=100.))
 
 
 @POS_ENCODINGS.register_module()
 class RoPEMixedAPE(Preset):
     """Learned absolute table without a class slot plus mixed RoPE (rope-vit)."""
     MEMBERS = ('LearnedPE', 'RoPEMixed')
-
-    @classmethod
-    def defaults(cls, context: dict) -> Dict[str, dict]:
-        return dict(LearnedPE=dict(class_slot=False, antialias=True), RoPEMixed=dict(theta=10.))
+    DEFAULTS = dict(LearnedPE=dict(class_slot=False, antialias=True), RoPEMixed=dict(theta=10.))
 
 
 @POS_ENCODINGS.register_module()
@@ -84,7 +78,4 @@ class SPViTPE(Preset):
 class EVA02PE(Preset):
     """EVA-02's PE: learned absolute table (class slot) plus its rescaled RoPE."""
     MEMBERS = ('LearnedPE', 'RoPEEVA02')
-
-    @classmethod
-    def defaults(cls, context: dict) -> Dict[str, dict]:
-        return dict(LearnedPE=dict(antialias=True))
+    DEFAULTS = dict(LearnedPE=dict(antialias=True))
