@@ -10,7 +10,7 @@ import torch
 
 from helpers import perturbed
 from mmvitpe.models import PEViT, ViTAdapter
-from mmvitpe.weights import load_pretrained, remap
+from mmvitpe.weights import IncompatibleCheckpointError, load_pretrained, remap
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,11 +104,45 @@ def test_official_dinov2_reg4_layout_equals_timm():
     ours = PEViT(arch='dinov2_giant_reg4', depth=2, embed_dim=96, num_heads=2,
                  pretrain_size=112).eval()
     report = load_pretrained(ours, official)
-    assert report.dropped == {
-        'mask_token': "DINOv2's masked-image-modeling token, used in pretraining only"}
+    assert list(report.dropped) == ['mask_token']
     assert not report.new and not report.resized
     for size in ((112, 112), (84, 154)):
         assert_patch_tokens_equal(ours, ref, size)
+
+
+def test_official_dinov3_layout_equals_timm():
+    """The official DINOv3 keys (as timm's checkpoint filter reads them): storage_tokens,
+    ls1/ls2.gamma, SwiGLU w1/w2/w3, a zero qkv bias with its k mask, rope periods,
+    mask_token and the 7B's local_cls_norm."""
+    ref = perturbed(timm.create_model('vit_small_plus_patch16_dinov3', pretrained=False,
+                                      depth=2, embed_dim=64, num_heads=2, img_size=64,
+                                      num_classes=0)).eval()
+    ours = PEViT(arch='dinov3_small_plus', depth=2, embed_dim=64, num_heads=2,
+                 pretrain_size=64).eval()
+    renames = [('reg_token', 'storage_tokens'), ('gamma_1', 'ls1.gamma'),
+               ('gamma_2', 'ls2.gamma'), ('mlp.fc1_g.', 'mlp.w1.'), ('mlp.fc1_x.', 'mlp.w2.'),
+               ('mlp.fc2.', 'mlp.w3.')]
+    official = {'mask_token': torch.zeros(1, 64), 'local_cls_norm.weight': torch.ones(64),
+                # fp32 here: timm recomputes the periods, ours loads them (the released
+                # bf16 ones give angles within bf16 rounding of timm's)
+                'rope_embed.periods': ours.pe.periods.clone()}
+    for key, value in ref.state_dict().items():
+        for old, new in renames:
+            key = key.replace(old, new)
+        official[key] = value
+        if key.endswith('attn.qkv.weight'):
+            official[key.replace('weight', 'bias')] = torch.zeros(3 * 64)
+            official[key.replace('weight', 'bias_mask')] = torch.ones(3 * 64)
+    report = load_pretrained(ours, official)
+    assert set(report.dropped) == {'mask_token', 'local_cls_norm.weight',
+                                   'blocks.0.attn.qkv.bias', 'blocks.1.attn.qkv.bias',
+                                   'blocks.0.attn.qkv.bias_mask', 'blocks.1.attn.qkv.bias_mask'}
+    assert not report.new and not report.resized
+    for size in ((64, 64), (48, 112)):
+        assert_patch_tokens_equal(ours, ref, size)
+    official['blocks.0.attn.qkv.bias'] = torch.ones(3 * 64)  # a real bias needs qkv_bias=True
+    with pytest.raises(IncompatibleCheckpointError, match='unexpected .*blocks.0.attn.qkv.bias'):
+        load_pretrained(ours, official)
 
 
 def test_presets_are_overridable_and_dense_backbones_take_patch_tokens_only():

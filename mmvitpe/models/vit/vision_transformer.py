@@ -61,6 +61,9 @@ def resolve_arch(arch: Union[str, dict], overrides: dict) -> dict:
 
 # Source keys that only classification models have.
 CLASSIFIER_KEYS = re.compile(r'^(head|head_dist|fc_norm|pre_logits|dist_token)(\.|$)')
+# Official DINOv2 / DINOv3 / EVA-02 MLP names -> timm's (block.MLP_LAYERS).
+OFFICIAL_MLP_NAMES = dict(w12='fc1', w1='fc1_g', w2='fc1_x', w3='fc2', ffn_ln='norm')
+PRETRAINING_ONLY_KEYS = re.compile(r'^(local_cls_norm|projectors)\.')
 # Weights a checkpoint must provide: a ViT without them is untrained (the qkv
 # bias, layer scales and PE parameters may start new).
 REQUIRED_KEYS = re.compile(
@@ -329,18 +332,27 @@ class PEViT(ForeignWeights, BaseModule):
 
     def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
         """Classifier parts, an absent class token or final norm (dropped), register
-        tokens (DINOv2 ``register_tokens``), DINOv2's ``mask_token`` (dropped), its
-        giant's SwiGLU ``mlp.w12`` / ``mlp.w3`` (timm's packed ``mlp.fc1`` / ``mlp.fc2``),
-        and BEiT / EVA / original ViT-Adapter layer scales ``blocks.<i>.gamma_<1|2>``."""
+        tokens (DINOv2 ``register_tokens``, DINOv3 ``storage_tokens``), pretraining-only
+        tensors of DINOv2 / DINOv3 (dropped), the official SwiGLU names (DINOv2-g
+        ``mlp.w12`` / ``mlp.w3``; DINOv3 and EVA-02 ``mlp.w1`` / ``w2`` / ``w3``, EVA-02's
+        sub-LN ``mlp.ffn_ln``; as timm's checkpoint filters rename them), DINOv3's
+        all-zero qkv bias when this model has none, and BEiT / EVA / original
+        ViT-Adapter layer scales ``blocks.<i>.gamma_<1|2>``."""
         if key == 'cls_token' and self.cls_token is None:
             return Claim({}, 'this model has no class token')
-        if key == 'mask_token':
-            return Claim({}, "DINOv2's masked-image-modeling token, used in pretraining only")
-        m = re.match(r'^(blocks\.\d+\.mlp\.)(w12|w3)\.(weight|bias)$', key)
+        if key == 'mask_token' or PRETRAINING_ONLY_KEYS.match(key):
+            return Claim({}, 'DINOv2 / DINOv3 pretraining only (masked-token, local-crop '
+                             'norm, distillation heads)')
+        if key.endswith('.attn.qkv.bias_mask'):
+            return Claim({}, "DINOv3's mask of the k bias, which cannot change attention "
+                             '(softmax is shift-invariant per query)')
+        if re.match(r'^blocks\.\d+\.attn\.qkv\.bias$', key) and not value.any():
+            return Claim({}, 'all-zero qkv bias (DINOv3 distilled models); this model has '
+                             'qkv_bias=False')
+        m = re.match(r'^(blocks\.\d+\.mlp\.)(w12|w1|w2|w3|ffn_ln)\.(weight|bias)$', key)
         if m:
-            return Claim({f'{m.group(1)}{"fc1" if m.group(2) == "w12" else "fc2"}.'
-                          f'{m.group(3)}': value})
-        if key in ('reg_token', 'register_tokens'):  # timm, DINOv2
+            return Claim({f'{m.group(1)}{OFFICIAL_MLP_NAMES[m.group(2)]}.{m.group(3)}': value})
+        if key in ('reg_token', 'register_tokens', 'storage_tokens'):  # timm, DINOv2, DINOv3
             return (Claim({'reg_token': value}) if self.reg_token is not None else
                     Claim({}, 'this model has no register tokens'))
         if CLASSIFIER_KEYS.match(key) or (key.startswith('norm.') and self.norm is None):
