@@ -199,3 +199,22 @@ def test_frozen_vit_gets_no_gradient_nor_optimizer_slot(inject):
     with pytest.raises(ValueError, match='init_values=0.1 is the injectors'):
         ViTAdapter(embed_dim=64, depth=2, num_heads=4, deform_num_heads=4,
                    interaction_indexes=[[0, 0], [1, 1]], inject=False, init_values=0.1)
+
+
+def test_frozen_vit_under_bf16_autocast_is_close_to_float32():
+    args = dict(embed_dim=64, depth=4, num_heads=4, deform_num_heads=4, conv_inplane=8,
+                interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]],
+                vit_feature_mode='per_stage', freeze_vit=True, inject=False)
+    full = ViTAdapter(**args).eval()
+    autocast = ViTAdapter(**args, vit_autocast='bfloat16').eval()
+    autocast.load_state_dict(full.state_dict())
+    img = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        for ref, out in zip(full(img), autocast(img)):
+            assert out.dtype == torch.float32
+            torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05)
+            assert not torch.equal(out, ref)  # bf16 did run
+    with pytest.raises(ValueError, match='needs freeze_vit=True and inject=False'):
+        ViTAdapter(**dict(args, inject=True), vit_autocast='bfloat16')
+    with pytest.raises(ValueError, match="vit_autocast='bf16'; valid"):
+        ViTAdapter(**args, vit_autocast='bf16')

@@ -11,7 +11,7 @@ ceil(H / stride) x ceil(W / stride) for any input size (the input is padded
 to a multiple of 32 inside, and the outputs are cropped back).
 """
 import math
-from contextlib import nullcontext
+from contextlib import ExitStack
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -75,6 +75,9 @@ class ViTAdapter(PEViT):
         inject: Build the injectors. False: extractor-only interactions
             (DINOv3's ``DINOv3_Adapter`` with ``freeze_vit=True`` and
             ``vit_feature_mode='per_stage'``).
+        vit_autocast: 'bfloat16' or 'float16': run the frozen ViT under
+            autocast to that dtype (DINOv3: bfloat16), its tokens cast back to
+            the adapter's dtype; needs ``freeze_vit=True, inject=False``.
         **kwargs: ViT arguments (see :class:`PEViT`): pos_embed, init_cfg,
             pretrained, patch_size,
             pretrain_size, window_size, window_block_indexes, drop_path_rate,
@@ -99,12 +102,20 @@ class ViTAdapter(PEViT):
                  with_cp: bool = False,
                  freeze_vit: bool = False,
                  inject: bool = True,
+                 vit_autocast: Optional[str] = None,
                  **kwargs) -> None:
         if preset not in ADAPTER_SETTINGS:
             raise ValueError(f'unknown preset {preset!r}; valid: {sorted(ADAPTER_SETTINGS)}')
         if not inject and init_values:
             raise ValueError(f'init_values={init_values} is the injectors\' gamma, but '
                              'inject=False builds no injectors')
+        if vit_autocast not in (None, 'bfloat16', 'float16'):
+            raise ValueError(f"vit_autocast={vit_autocast!r}; valid: None, 'bfloat16', "
+                             "'float16'")
+        if vit_autocast and (inject or not freeze_vit):
+            raise ValueError('vit_autocast runs a frozen ViT without autograd: it needs '
+                             f'freeze_vit=True and inject=False (got freeze_vit={freeze_vit}, '
+                             f'inject={inject})')
         if vit_feature_mode not in VIT_FEATURE_MODES:
             raise ValueError(f'vit_feature_mode={vit_feature_mode!r}; valid: {VIT_FEATURE_MODES}')
         reject_class_token('ViTAdapter', kwargs)
@@ -142,7 +153,7 @@ class ViTAdapter(PEViT):
         self.norm1, self.norm2, self.norm3, self.norm4 = (
             build_norm_layer(norm_cfg, dim)[1] for _ in range(4))
         self._init_adapter_weights()
-        self.freeze_vit, self.inject = freeze_vit, inject
+        self.freeze_vit, self.inject, self.vit_autocast = freeze_vit, inject, vit_autocast
         if freeze_vit:
             for module in self._vit_parts():
                 module.requires_grad_(False)
@@ -153,6 +164,17 @@ class ViTAdapter(PEViT):
     def _vit_parts(self) -> list:
         return [m for m in (self.patch_embed, self.pos_drop, self.pe, self.blocks, self.norm)
                 if m is not None]
+
+    def _vit_context(self, device_type: str) -> ExitStack:
+        """No autograd (and the autocast asked for) for a frozen ViT without
+        injectors; nothing otherwise (injectors need gradients through it)."""
+        stack = ExitStack()
+        if self.freeze_vit and not self.inject:
+            stack.enter_context(torch.no_grad())
+            if self.vit_autocast:
+                stack.enter_context(torch.autocast(device_type,
+                                                   dtype=getattr(torch, self.vit_autocast)))
+        return stack
 
     def train(self, mode: bool = True) -> 'ViTAdapter':
         super().train(mode)
@@ -197,17 +219,17 @@ class ViTAdapter(PEViT):
         c = torch.cat([t.flatten(2).transpose(1, 2) + self.level_embed[i]
                        for i, t in enumerate((c2, c3, c4))], dim=1)
 
-        # a frozen ViT records no graph unless injectors need gradients through it
-        vit_autograd = nullcontext() if self.inject or not self.freeze_vit else torch.no_grad()
-        with vit_autograd:
+        with self._vit_context(img.device.type):
             x, state = self.embed(img)
         inject_inputs = DeformInputs([state.grid], levels, img.device)
         extract_inputs = DeformInputs(levels, [state.grid], img.device)
         vit_tokens = []
         for (first, last), interaction in zip(self.interaction_indexes, self.interactions):
             x = interaction.inject(x, c, inject_inputs)
-            with vit_autograd:
+            with self._vit_context(img.device.type):
                 x = self.forward_blocks(x, state, first, last + 1)
+            if self.vit_autocast:  # back to the adapter's dtype
+                x = x.to(c.dtype)
             c = interaction.extract(c, x, extract_inputs, levels)
             vit_tokens.append(x)
 
