@@ -28,22 +28,28 @@ def assert_patch_tokens_equal(ours: PEViT, ref, size, atol=1e-4) -> None:
     torch.testing.assert_close(mine, theirs, rtol=0, atol=atol)
 
 
+# rope-vit with APE has no arch of its own: DeiT-S with the RoPEMixedAPE preset
+ROPE_MIXED_APE = dict(arch='small', class_token=True, layer_scale_init_value=1e-5,
+                      pos_embed=dict(type='RoPEMixedAPE'))
 # (arch, timm model, other grid's image size: non-square, not the pretraining one)
 FAMILIES = [
     ('dinov2_small', 'vit_small_patch14_dinov2', (224, 308)),
     ('dinov2_small_reg4', 'vit_small_patch14_reg4_dinov2', (224, 308)),
     ('dinov3_small', 'vit_small_patch16_dinov3', (224, 304)),
     ('eva02_tiny', 'eva02_tiny_patch14_224', (196, 266)),
+    (ROPE_MIXED_APE, 'vit_small_patch16_rope_mixed_ape_224', (160, 272)),
 ]
 
 
-@pytest.mark.parametrize('arch,name,other', FAMILIES)
+@pytest.mark.parametrize('arch,name,other', FAMILIES, ids=lambda v: v if isinstance(v, str)
+                         else None)
 def test_timm_weights_through_the_converter_equal_timm(tmp_path, arch, name, other):
     ref = perturbed(timm.create_model(name, pretrained=False, depth=2, num_classes=0,
                                       dynamic_img_size=True)).eval()
     src, out, config = tmp_path / 'timm.pth', tmp_path / 'converted.pth', tmp_path / 'cfg.py'
     torch.save(ref.state_dict(), src)
-    config.write_text(f"model = dict(backbone=dict(type='mmvitpe.PEViT', arch='{arch}'))\n")
+    backbone = arch if isinstance(arch, dict) else dict(arch=arch)
+    config.write_text(f"model = dict(backbone=dict(type='mmvitpe.PEViT', **{backbone!r}))\n")
     done = subprocess.run([sys.executable, 'tools/convert_weights.py', str(src), str(config),
                            str(out), '--cfg-options', 'model.backbone.depth=2'],
                           cwd=REPO, capture_output=True, text=True)
@@ -51,9 +57,10 @@ def test_timm_weights_through_the_converter_equal_timm(tmp_path, arch, name, oth
     counts = report_counts(done.stdout)
     # timm recomputes DINOv3's periods (not in its state dict); EVA-02's fc_norm is the
     # classifier's (after pooling), not the tokens'
-    assert counts['newly initialised'] == (1 if arch.startswith('dinov3') else 0), done.stdout
-    assert counts['dropped'] == (2 if arch.startswith('eva02') else 0), done.stdout
-    ours = PEViT(arch=arch, depth=2, init_cfg=dict(type='Pretrained', checkpoint=str(out)))
+    family = backbone['arch']
+    assert counts['newly initialised'] == (1 if family.startswith('dinov3') else 0), done.stdout
+    assert counts['dropped'] == (2 if family.startswith('eva02') else 0), done.stdout
+    ours = PEViT(**backbone, depth=2, init_cfg=dict(type='Pretrained', checkpoint=str(out)))
     ours.init_weights()
     ours.eval()
     pretrain = tuple(g * ours.patch_size for g in ours.pretrain_grid)
