@@ -13,7 +13,7 @@ from mmvitpe.models import PEViT, ViTAdapter, ViTBaseline
 from mmvitpe.models.pos_encodings import build_pos_encoding
 from mmvitpe.weights.transfer import IncompatibleCheckpointError, load_pretrained, remap
 
-from helpers import rotate_head_major
+from helpers import perturbed, rotate_head_major
 
 CPU = torch.device('cpu')
 
@@ -136,17 +136,10 @@ def test_preset_member_arguments_are_overridden_under_the_type_name():
 
 
 # ---- equivalence with timm's composites --------------------------------------------------
-def _perturbed(model):
-    with torch.no_grad():  # off the neutral init (zero biases, tiny layer scales)
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model
-
-
 @pytest.mark.parametrize('name,preset', [('vit_small_patch16_rope_mixed_ape_224', 'RoPEMixedAPE'),
                                          ('vit_small_patch16_rope_ape_224', 'RoPEAxialAPE')])
 def test_rope_ape_presets_equal_timm(name, preset):
-    ref = _perturbed(timm.create_model(name, pretrained=False, depth=2, embed_dim=64,
+    ref = perturbed(timm.create_model(name, pretrained=False, depth=2, embed_dim=64,
                                        num_heads=4, img_size=64, num_classes=0,
                                        dynamic_img_size=True)).eval()
     ours = PEViT(embed_dim=64, depth=2, num_heads=4, pretrain_size=64, class_token=True,
@@ -162,7 +155,7 @@ def test_rope_ape_presets_equal_timm(name, preset):
 
 def test_eva02_preset_equals_timm_eva02_pe():
     # timm's eva02_tiny with a GELU MLP: SwiGLU is the backbone's, not the PE's
-    ref = _perturbed(timm.create_model('eva02_tiny_patch14_224', pretrained=False, depth=2,
+    ref = perturbed(timm.create_model('eva02_tiny_patch14_224', pretrained=False, depth=2,
                                        embed_dim=64, num_heads=2, img_size=112, num_classes=0,
                                        swiglu_mlp=False, mlp_ratio=4., ref_feat_shape=(8, 8),
                                        global_pool='token', dynamic_img_size=True)).eval()
@@ -179,7 +172,7 @@ def test_eva02_preset_equals_timm_eva02_pe():
 
 def test_beit_preset_equals_timm_beit_with_absolute_and_relative_pe():
     from timm.models.beit import Beit
-    ref = _perturbed(Beit(img_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=4,
+    ref = perturbed(Beit(img_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=4,
                           num_classes=0, global_pool='token', use_abs_pos_emb=True,
                           use_rel_pos_bias=True, init_values=0.1)).eval()
     ours = PEViT(embed_dim=64, depth=2, num_heads=4, pretrain_size=64, class_token=True,
@@ -294,7 +287,7 @@ def test_prefix_tokens_are_unrotated_and_padded(scheme):
 
 
 def test_register_tokens_equal_timm_vit_reg_tokens():
-    ref = _perturbed(timm.create_model('vit_small_patch16_224', pretrained=False, depth=2,
+    ref = perturbed(timm.create_model('vit_small_patch16_224', pretrained=False, depth=2,
                                        embed_dim=64, num_heads=4, img_size=64, num_classes=0,
                                        reg_tokens=4, no_embed_class=True, init_values=0.1)).eval()
     ours = PEViT(embed_dim=64, depth=2, num_heads=4, pretrain_size=64, class_token=True,

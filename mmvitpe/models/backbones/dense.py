@@ -15,6 +15,11 @@ OUT_STRIDES = (4, 8, 16, 32)
 
 
 def reject_class_token(backbone: str, kwargs: dict) -> None:
+    """Refuse prefix tokens, and turn off those of a foundation arch (DINOv2/v3,
+    EVA-02): their checkpoint tensors are then reported as dropped, as the
+    original ViT-Adapter's DINOv2 configs drop the class token."""
+    kwargs.setdefault('class_token', False)
+    kwargs.setdefault('num_register_tokens', 0)
     if kwargs.get('class_token'):
         raise ValueError(f'{backbone} works on patch tokens only: class_token must be False '
                          '(a checkpoint class slot is dropped when loading)')

@@ -11,6 +11,7 @@ ceil(H / stride) x ceil(W / stride) for any input size (the input is padded
 to a multiple of 32 inside, and the outputs are cropped back).
 """
 import math
+from contextlib import ExitStack
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -24,7 +25,7 @@ from mmvitpe.utils.validation import (check_dict, check_int, check_int_list, che
                                       check_real)
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
 from ..layers.deformable_attention import DeformableAttention
-from ..vit import PEViT
+from ..vit import PEViT, resolve_arch
 from .dense import OUT_STRIDES, normed_outputs, pad_to_multiple, reject_class_token, tokens_to_map
 
 # Sizes of the original configs (ref: czczup/ViT-Adapter detection and
@@ -68,6 +69,17 @@ class ViTAdapter(PEViT):
         norm_cfg: Norm of the spatial prior module and the output norms
             (BN, SyncBN, GN, ...).
         with_cp: Gradient checkpointing in the ViT blocks and the adapter.
+        freeze_vit: Freeze the ViT (patch embedding, prefix tokens, PE, blocks,
+            final norm): no gradients, so no optimizer slots (the layer-decay
+            constructor skips them), and kept in eval mode (no dropout, drop
+            path or PE train-time augmentation). With injectors the blocks
+            still pass gradients to them; without, the ViT runs without autograd.
+        inject: Build the injectors. False: extractor-only interactions
+            (DINOv3's ``DINOv3_Adapter`` with ``freeze_vit=True`` and
+            ``vit_feature_mode='per_stage'``).
+        vit_autocast: 'bfloat16' or 'float16': run the frozen ViT under
+            autocast to that dtype (DINOv3: bfloat16), its tokens cast back to
+            the adapter's dtype; needs ``freeze_vit=True, inject=False``.
         **kwargs: ViT arguments (see :class:`PEViT`): pos_embed, init_cfg,
             pretrained, patch_size,
             pretrain_size, window_size, window_block_indexes, drop_path_rate,
@@ -90,16 +102,31 @@ class ViTAdapter(PEViT):
                  vit_final_norm: bool = False,
                  norm_cfg: Optional[dict] = None,
                  with_cp: bool = False,
+                 freeze_vit: bool = False,
+                 inject: bool = True,
+                 vit_autocast: Optional[str] = None,
                  **kwargs) -> None:
         if not isinstance(preset, str) or preset not in ADAPTER_SETTINGS:
             raise ValueError(f'unknown preset {preset!r}; valid: {sorted(ADAPTER_SETTINGS)}')
+        if not inject and init_values:
+            raise ValueError(f'init_values={init_values} is the injectors\' gamma, but '
+                             'inject=False builds no injectors')
+        if vit_autocast not in (None, 'bfloat16', 'float16'):
+            raise ValueError(f"vit_autocast={vit_autocast!r}; valid: None, 'bfloat16', "
+                             "'float16'")
+        if vit_autocast and (inject or not freeze_vit):
+            raise ValueError('vit_autocast runs a frozen ViT without autograd: it needs '
+                             f'freeze_vit=True and inject=False (got freeze_vit={freeze_vit}, '
+                             f'inject={inject})')
         if vit_feature_mode not in VIT_FEATURE_MODES:
             raise ValueError(f'vit_feature_mode={vit_feature_mode!r}; valid: {VIT_FEATURE_MODES}')
         reject_class_token('ViTAdapter', kwargs)
         settings = dict(ADAPTER_SETTINGS[preset])
         kwargs.setdefault('arch', settings.pop('arch'))
         kwargs.setdefault('drop_path_rate', settings.pop('drop_path_rate'))
-        kwargs.setdefault('layer_scale_init_value', 1.0)  # the original's layer scale
+        # the original's layer scale, unless the arch has its own (DINOv2/v3: 1e-5)
+        kwargs.setdefault('layer_scale_init_value', resolve_arch(
+            kwargs['arch'], {}).get('layer_scale_init_value') or 1.0)
         if 'final_norm' in kwargs:
             raise TypeError('ViTAdapter takes vit_final_norm (the ViT tokens\' norm before '
                             'the pyramid), not final_norm')
@@ -128,13 +155,43 @@ class ViTAdapter(PEViT):
                 dim, deform_num_heads, n_points, n_levels=3, deform_ratio=deform_ratio,
                 init_values=init_values, with_cffn=with_cffn, cffn_ratio=cffn_ratio, drop=0.,
                 drop_path=kwargs['drop_path_rate'],
-                extra_extractors=2 if use_extra_extractor and i == last else 0, with_cp=with_cp)
+                extra_extractors=2 if use_extra_extractor and i == last else 0, with_cp=with_cp,
+                inject=inject)
             for i in range(len(self.interaction_indexes))])
         self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
         # output norms, named as in the original (norm1..norm4 for strides 4..32)
         self.norm1, self.norm2, self.norm3, self.norm4 = (
             build_norm_layer(norm_cfg, dim)[1] for _ in range(4))
         self._init_adapter_weights()
+        self.freeze_vit, self.inject, self.vit_autocast = freeze_vit, inject, vit_autocast
+        if freeze_vit:
+            for module in self._vit_parts():
+                module.requires_grad_(False)
+            for token in (self.cls_token, self.reg_token):
+                if token is not None:
+                    token.requires_grad_(False)
+
+    def _vit_parts(self) -> list:
+        return [m for m in (self.patch_embed, self.pos_drop, self.pe, self.blocks, self.norm)
+                if m is not None]
+
+    def _vit_context(self, device_type: str) -> ExitStack:
+        """No autograd (and the autocast asked for) for a frozen ViT without
+        injectors; nothing otherwise (injectors need gradients through it)."""
+        stack = ExitStack()
+        if self.freeze_vit and not self.inject:
+            stack.enter_context(torch.no_grad())
+            if self.vit_autocast:
+                stack.enter_context(torch.autocast(device_type,
+                                                   dtype=getattr(torch, self.vit_autocast)))
+        return stack
+
+    def train(self, mode: bool = True) -> 'ViTAdapter':
+        super().train(mode)
+        if self.freeze_vit:
+            for module in self._vit_parts():
+                module.eval()
+        return self
 
     def _check_interactions(self, indexes) -> list:
         if isinstance(indexes, (str, bytes)) or not isinstance(indexes, Sequence) or any(
@@ -191,13 +248,17 @@ class ViTAdapter(PEViT):
         c = torch.cat([t.flatten(2).transpose(1, 2) + self.level_embed[i]
                        for i, t in enumerate((c2, c3, c4))], dim=1)
 
-        x, state = self.embed(img)
+        with self._vit_context(img.device.type):
+            x, state = self.embed(img)
         inject_inputs = DeformInputs([state.grid], levels, img.device)
         extract_inputs = DeformInputs(levels, [state.grid], img.device)
         vit_tokens = []
         for (first, last), interaction in zip(self.interaction_indexes, self.interactions):
             x = interaction.inject(x, c, inject_inputs)
-            x = self.forward_blocks(x, state, first, last + 1)
+            with self._vit_context(img.device.type):
+                x = self.forward_blocks(x, state, first, last + 1)
+            if self.vit_autocast:  # back to the adapter's dtype
+                x = x.to(c.dtype)
             c = interaction.extract(c, x, extract_inputs, levels)
             vit_tokens.append(x)
 

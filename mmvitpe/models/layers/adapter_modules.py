@@ -141,16 +141,18 @@ class InteractionBlock(nn.Module):
     """One injector before a group of ViT blocks and extractor(s) after it.
 
     The ViT blocks themselves belong to the backbone, which runs them between
-    :meth:`inject` and :meth:`extract`.
+    :meth:`inject` and :meth:`extract`. Without the injector (``inject=False``:
+    DINOv3's extractor-only interactions) :meth:`inject` is the identity.
     """
 
     def __init__(self, dim: int, num_heads: int, n_points: int, n_levels: int,
                  deform_ratio: float, init_values: float, with_cffn: bool,
                  cffn_ratio: float, drop: float, drop_path: float,
-                 extra_extractors: int = 0, with_cp: bool = False) -> None:
+                 extra_extractors: int = 0, with_cp: bool = False,
+                 inject: bool = True) -> None:
         super().__init__()
-        self.injector = Injector(dim, num_heads, n_points, n_levels, deform_ratio,
-                                 init_values, with_cp)
+        self.injector = (Injector(dim, num_heads, n_points, n_levels, deform_ratio,
+                                  init_values, with_cp) if inject else None)
         extractor_args = (dim, num_heads, n_points, deform_ratio, with_cffn, cffn_ratio,
                           drop, drop_path, with_cp)
         self.extractor = Extractor(*extractor_args)
@@ -159,7 +161,7 @@ class InteractionBlock(nn.Module):
                                  if extra_extractors else None)
 
     def inject(self, x: Tensor, c: Tensor, inputs: DeformInputs) -> Tensor:
-        return self.injector(x, c, inputs)
+        return self.injector(x, c, inputs) if self.injector is not None else x
 
     def extract(self, c: Tensor, x: Tensor, inputs: DeformInputs,
                 levels: Sequence[Shape]) -> Tensor:

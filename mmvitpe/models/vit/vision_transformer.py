@@ -4,6 +4,7 @@ The dense backbones (ViT-Adapter, the ViT baseline) and the classification
 model share this core. The PE scheme is consulted at its fixed sites (see
 ``pos_encodings/base.py``); the core never looks at which scheme it is.
 """
+import math
 import re
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -23,6 +24,7 @@ from mmvitpe.weights.reader import backbone_part, read_state_dict
 from mmvitpe.weights.transfer import load_pretrained, remap
 from ..pos_encodings import Grid, PEState, build_pos_encoding
 from .block import Block
+from .foundation import FOUNDATION_ARCHS
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # DeiT-Ti / S / B and ViT-L (AugReg): width, depth, heads
@@ -30,11 +32,18 @@ ARCH_SETTINGS: Dict[str, dict] = {
     'small': dict(embed_dim=384, depth=12, num_heads=6),
     'base': dict(embed_dim=768, depth=12, num_heads=12),
     'large': dict(embed_dim=1024, depth=24, num_heads=16),
+    **FOUNDATION_ARCHS,  # DINOv2, DINOv3, EVA-02: tokens, block and PE too
 }
+# What an arch leaves unset (the DeiT/ViT values).
+ARCH_DEFAULTS = dict(patch_size=16, pretrain_size=224, class_token=False, num_register_tokens=0,
+                     mlp_ratio=4., qkv_bias=True, layer_scale_init_value=None, norm_eps=1e-6,
+                     mlp_layer='mlp', mlp_norm=False, mlp_align=0, pos_embed=None,
+                     final_norm=True)
 
 
 def resolve_arch(arch: Union[str, dict], overrides: dict) -> dict:
-    """An ARCH_SETTINGS preset (or a full dict) with the non-None overrides applied."""
+    """An ARCH_SETTINGS preset (or a dict with at least embed_dim, depth and
+    num_heads) over :data:`ARCH_DEFAULTS`, with the non-None overrides applied."""
     if not isinstance(arch, (str, dict)):
         raise TypeError(f'arch={arch!r} must be one of {sorted(ARCH_SETTINGS)} or a dict '
                         'with embed_dim, depth, num_heads')
@@ -42,22 +51,32 @@ def resolve_arch(arch: Union[str, dict], overrides: dict) -> dict:
         if arch not in ARCH_SETTINGS:
             raise ValueError(f'unknown arch {arch!r}; valid: {sorted(ARCH_SETTINGS)} '
                              'or a dict with embed_dim, depth, num_heads')
-        settings = dict(ARCH_SETTINGS[arch])
+        settings = dict(ARCH_DEFAULTS, **ARCH_SETTINGS[arch])
     else:
-        settings = dict(arch)
-        missing = {'embed_dim', 'depth', 'num_heads'} - set(settings)
-        if missing:
-            raise ValueError(f'arch dict lacks {sorted(missing)}')
+        missing = {'embed_dim', 'depth', 'num_heads'} - set(arch)
+        unknown = set(arch) - {'embed_dim', 'depth', 'num_heads'} - set(ARCH_DEFAULTS)
+        if missing or unknown:
+            raise ValueError(f'arch dict lacks {sorted(missing)} / has unknown keys '
+                             f'{sorted(unknown)}; valid keys: embed_dim, depth, num_heads, '
+                             f'{", ".join(ARCH_DEFAULTS)}')
+        settings = dict(ARCH_DEFAULTS, **arch)
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return settings
 
 
 # Source keys that only classification models have.
 CLASSIFIER_KEYS = re.compile(r'^(head|head_dist|fc_norm|pre_logits|dist_token)(\.|$)')
+# Official DINOv2 / DINOv3 / EVA-02 MLP names -> timm's (block.MLP_LAYERS).
+OFFICIAL_MLP_NAMES = dict(w12='fc1', w1='fc1_g', w2='fc1_x', w3='fc2', ffn_ln='norm')
+PRETRAINING_ONLY_KEYS = re.compile(r'^(local_cls_norm|projectors)\.')
 # Weights a checkpoint must provide: a ViT without them is untrained (the qkv
 # bias, layer scales and PE parameters may start new).
 REQUIRED_KEYS = re.compile(
     r'^(patch_embed\.|blocks\.\d+\.(norm\.|attn\.qkv\.weight$|attn\.proj\.|mlp\.))')
+
+
+def _qkv_bias_without_k(q_bias: Tensor, v_bias: Tensor) -> Tensor:
+    return torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
 
 
 def _init_linear_and_norm(m: nn.Module) -> None:
@@ -75,11 +94,16 @@ class PEViT(ForeignWeights, BaseModule):
     """Vision transformer with a pluggable positional encoding.
 
     Args:
-        arch: 'tiny' | 'small' | 'base' | 'large' (DeiT/ViT sizes) or a dict
-            with embed_dim, depth, num_heads.
-        embed_dim, depth, num_heads: Override the arch's values.
+        arch: 'tiny' | 'small' | 'base' | 'large' (DeiT/ViT sizes), a
+            foundation ViT ('dinov2_small', 'dinov3_base', 'eva02_large', ...;
+            see ``foundation.py``) or a dict with embed_dim, depth, num_heads
+            (and any of :data:`ARCH_DEFAULTS`).
+        embed_dim, depth, num_heads: Override the arch's values. So does every
+            argument below that the arch sets (None: the arch's value, else
+            the default of :data:`ARCH_DEFAULTS` given here).
         pos_embed: The PE scheme, ``dict(type=<scheme>, **args)``, or a list
             of them (a composite); see ``mmvitpe.models.pos_encodings``.
+            Default: the arch's, else LearnedPE.
         patch_size: Patch side in pixels.
         in_channels: Image channels.
         pretrain_size: Image side the model is (pre)trained at; learned PE
@@ -92,21 +116,27 @@ class PEViT(ForeignWeights, BaseModule):
         global_pool: 'token' (class token), 'avg' (GAP over patch tokens) or
             '' (no pooling). Default: 'token' with a class token, else 'avg'.
         num_classes: Size of a linear head after pooling; 0 for none.
-        mlp_ratio: MLP hidden width / embed_dim.
+        mlp_ratio: MLP hidden width (the gated width for SwiGLU) / embed_dim.
         qkv_bias: Bias in the qkv projections.
         drop_rate: Dropout after the PE and in the blocks.
         attn_drop_rate: Dropout on attention weights.
         drop_path_rate: Stochastic depth, increasing linearly over the blocks.
-        layer_scale_init_value: Init of per-channel residual scales; None
-            disables them.
+        layer_scale_init_value: Init of per-channel residual scales (the
+            foundation archs: 1e-5 for DINOv2/v3); none when neither this nor
+            the arch sets it.
         window_size: Window side (tokens) of the blocks in
             ``window_block_indexes``; or a list with one entry per block
             (0 or None: global attention), as the original ViT-Adapter accepts.
         window_block_indexes: Blocks that attend within windows of
             ``window_size`` when that is an int; the others attend globally.
         with_cp: Gradient checkpointing per block.
-        final_norm: Apply the final LayerNorm (and the PE's final site).
+        final_norm: Apply the final LayerNorm (and the PE's final site); EVA-02
+            has none (timm's ``fc_norm`` after pooling is the classifier's).
         norm_eps: LayerNorm eps.
+        mlp_layer: 'mlp' (GELU), 'swiglu_packed' or 'swiglu' (timm layers; see
+            ``block.MLP_LAYERS``).
+        mlp_norm: LayerNorm on the MLP's hidden features (EVA-02's sub-LN).
+        mlp_align: Round the 'swiglu' hidden width up to this multiple.
         init_cfg: mmengine initialisation config. ``dict(type='Pretrained',
             checkpoint=PATH, prefix=None, strict=True)`` loads released weights
             of any supported layout and PE scheme (see ``mmvitpe.weights``)
@@ -124,15 +154,15 @@ class PEViT(ForeignWeights, BaseModule):
                  depth: Optional[int] = None,
                  num_heads: Optional[int] = None,
                  pos_embed: Union[dict, list, None] = None,
-                 patch_size: int = 16,
+                 patch_size: Optional[int] = None,
                  in_channels: int = 3,
-                 pretrain_size: Union[int, Tuple[int, int]] = 224,
-                 class_token: bool = False,
-                 num_register_tokens: int = 0,
+                 pretrain_size: Union[int, Tuple[int, int], None] = None,
+                 class_token: Optional[bool] = None,
+                 num_register_tokens: Optional[int] = None,
                  global_pool: Optional[str] = None,
                  num_classes: int = 0,
-                 mlp_ratio: float = 4.,
-                 qkv_bias: bool = True,
+                 mlp_ratio: Optional[float] = None,
+                 qkv_bias: Optional[bool] = None,
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
@@ -140,8 +170,11 @@ class PEViT(ForeignWeights, BaseModule):
                  window_size: Union[int, Sequence[Optional[int]]] = 0,
                  window_block_indexes: Sequence[int] = (),
                  with_cp: bool = False,
-                 final_norm: bool = True,
-                 norm_eps: float = 1e-6,
+                 final_norm: Optional[bool] = None,
+                 norm_eps: Optional[float] = None,
+                 mlp_layer: Optional[str] = None,
+                 mlp_norm: Optional[bool] = None,
+                 mlp_align: Optional[int] = None,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if pretrained is not None:
@@ -149,14 +182,25 @@ class PEViT(ForeignWeights, BaseModule):
                 raise ValueError('give either pretrained or init_cfg, not both')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
-        settings = resolve_arch(arch, dict(embed_dim=embed_dim, depth=depth,
-                                           num_heads=num_heads))
+        settings = resolve_arch(arch, dict(
+            embed_dim=embed_dim, depth=depth, num_heads=num_heads, patch_size=patch_size,
+            pretrain_size=pretrain_size, class_token=class_token,
+            num_register_tokens=num_register_tokens, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+            layer_scale_init_value=layer_scale_init_value, norm_eps=norm_eps,
+            mlp_layer=mlp_layer, mlp_norm=mlp_norm, mlp_align=mlp_align, pos_embed=pos_embed,
+            final_norm=final_norm))
         owner = type(self).__name__
         self.embed_dim, self.depth, self.num_heads = (
             check_int(owner, k, settings[k]) for k in ('embed_dim', 'depth', 'num_heads'))
         if self.embed_dim % self.num_heads:
             raise ValueError(f'{owner}: embed_dim={self.embed_dim} is not divisible by '
                              f'num_heads={self.num_heads}')
+        (patch_size, pretrain_size, class_token, num_register_tokens, pos_embed,
+         layer_scale_init_value, norm_eps, final_norm, mlp_ratio) = (settings[k] for k in (
+             'patch_size', 'pretrain_size', 'class_token', 'num_register_tokens', 'pos_embed',
+             'layer_scale_init_value', 'norm_eps', 'final_norm', 'mlp_ratio'))
+        block_args = {k: settings[k] for k in ('mlp_ratio', 'qkv_bias', 'mlp_layer',
+                                                'mlp_norm', 'mlp_align')}
         self.patch_size = check_int(owner, 'patch_size', patch_size)
         self.in_channels = check_int(owner, 'in_channels', in_channels)
         pretrain_size = check_size_pair(owner, 'pretrain_size', pretrain_size)
@@ -211,10 +255,9 @@ class PEViT(ForeignWeights, BaseModule):
             num_register_tokens=self.num_register_tokens, pretrain_grid=self.pretrain_grid)
         rates = torch.linspace(0, drop_path_rate, self.depth, device='cpu').tolist()
         self.blocks = nn.ModuleList([
-            Block(self.embed_dim, self.num_heads, index=i, mlp_ratio=mlp_ratio,
-                  qkv_bias=qkv_bias, window_size=self.window_sizes[i],
+            Block(self.embed_dim, self.num_heads, index=i, window_size=self.window_sizes[i],
                   drop_path=rates[i], layer_scale_init_value=layer_scale_init_value,
-                  norm_eps=norm_eps, drop=drop_rate, attn_drop=attn_drop_rate)
+                  norm_eps=norm_eps, drop=drop_rate, attn_drop=attn_drop_rate, **block_args)
             for i in range(self.depth)])
         self.norm = nn.LayerNorm(self.embed_dim, eps=norm_eps) if final_norm else None
         if self.pe.acts_at_final_norm and self.norm is None:
@@ -296,13 +339,31 @@ class PEViT(ForeignWeights, BaseModule):
     def merge_foreign(self, state: Dict[str, Tensor], prefix: str) -> Dict[str, Tensor]:
         """SP-ViT's separate ``attn.qk`` and ``attn.v`` projections -> one ``attn.qkv``;
         BEiT / EVA (timm ``Eva``) ``attn.q_bias`` and ``attn.v_bias`` -> ``attn.qkv.bias``
-        (their k has no bias)."""
-        state = dict(state)
+        (their k has no bias); timm EVA-02 B/L ``attn.{q,k,v}_proj`` -> ``attn.qkv``;
+        DINOv2's chunked ``blocks.<chunk>.<i>.`` -> ``blocks.<i>.``; and the official
+        DINOv2-with-registers layout (``register_tokens``, a class slot in
+        ``pos_embed``) -> timm's, where that slot is folded into ``cls_token``
+        (registers and class token then get no table entry)."""
+        state = {re.sub(r'^blocks\.\d+\.(\d+)\.', r'blocks.\1.', k): v for k, v in state.items()}
+        if 'register_tokens' in state and 'cls_token' in state and 'pos_embed' in state:
+            pos = state.pop('pos_embed')
+            if math.isqrt(pos.shape[1] - 1) ** 2 == pos.shape[1] - 1:
+                state['cls_token'] = state['cls_token'] + pos[:, :1]
+                pos = pos[:, 1:]
+            state['pos_embed'] = pos
+        for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.q_proj\.weight$', k)]:
+            base = key[:-len('q_proj.weight')]
+            if base + 'k_proj.weight' in state and base + 'v_proj.weight' in state:
+                state[base + 'qkv.weight'] = torch.cat(
+                    [state.pop(base + f'{p}_proj.weight') for p in 'qkv'])
+                if base + 'q_proj.bias' in state and base + 'v_proj.bias' in state:
+                    state[base + 'qkv.bias'] = _qkv_bias_without_k(
+                        state.pop(base + 'q_proj.bias'), state.pop(base + 'v_proj.bias'))
         for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.q_bias$', k)]:
             base = key[:-len('q_bias')]
             if base + 'v_bias' in state:
-                q_bias, v_bias = state.pop(key), state.pop(base + 'v_bias')
-                state[base + 'qkv.bias'] = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
+                state[base + 'qkv.bias'] = _qkv_bias_without_k(state.pop(key),
+                                                               state.pop(base + 'v_bias'))
         for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.qk\.weight$', k)]:
             base = key[:-len('qk.weight')]
             if base + 'v.weight' in state:
@@ -315,11 +376,27 @@ class PEViT(ForeignWeights, BaseModule):
 
     def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
         """Classifier parts, an absent class token or final norm (dropped), register
-        tokens (DINOv2 ``register_tokens``), and BEiT / EVA / original ViT-Adapter
-        layer scales ``blocks.<i>.gamma_<1|2>``."""
+        tokens (DINOv2 ``register_tokens``, DINOv3 ``storage_tokens``), pretraining-only
+        tensors of DINOv2 / DINOv3 (dropped), the official SwiGLU names (DINOv2-g
+        ``mlp.w12`` / ``mlp.w3``; DINOv3 and EVA-02 ``mlp.w1`` / ``w2`` / ``w3``, EVA-02's
+        sub-LN ``mlp.ffn_ln``; as timm's checkpoint filters rename them), DINOv3's
+        all-zero qkv bias when this model has none, and BEiT / EVA / original
+        ViT-Adapter layer scales ``blocks.<i>.gamma_<1|2>``."""
         if key == 'cls_token' and self.cls_token is None:
             return Claim({}, 'this model has no class token')
-        if key in ('reg_token', 'register_tokens'):  # timm, DINOv2
+        if key == 'mask_token' or PRETRAINING_ONLY_KEYS.match(key):
+            return Claim({}, 'DINOv2 / DINOv3 pretraining only (masked-token, local-crop '
+                             'norm, distillation heads)')
+        if key.endswith('.attn.qkv.bias_mask'):
+            return Claim({}, "DINOv3's mask of the k bias, which cannot change attention "
+                             '(softmax is shift-invariant per query)')
+        if re.match(r'^blocks\.\d+\.attn\.qkv\.bias$', key) and not value.any():
+            return Claim({}, 'all-zero qkv bias (DINOv3 distilled models); this model has '
+                             'qkv_bias=False')
+        m = re.match(r'^(blocks\.\d+\.mlp\.)(w12|w1|w2|w3|ffn_ln)\.(weight|bias)$', key)
+        if m:
+            return Claim({f'{m.group(1)}{OFFICIAL_MLP_NAMES[m.group(2)]}.{m.group(3)}': value})
+        if key in ('reg_token', 'register_tokens', 'storage_tokens'):  # timm, DINOv2, DINOv3
             return (Claim({'reg_token': value}) if self.reg_token is not None else
                     Claim({}, 'this model has no register tokens'))
         if CLASSIFIER_KEYS.match(key) or (key.startswith('norm.') and self.norm is None):
