@@ -91,7 +91,8 @@ class RoPEEVA02(RotaryPE):
             return None
         if '_win.' not in key:  # a window table spans another grid
             rotation = self._rotations((side, side))[0][self.num_prefix_tokens:, 0]
-            ours = (rotation.real if key.endswith('cos') else rotation.imag).repeat_interleave(2, -1)
+            ours = rotation.real if key.endswith('cos') else rotation.imag
+            ours = ours.repeat_interleave(2, -1)  # EVA's interleaved (d,) layout
             if not torch.allclose(ours, value.float(), atol=1e-4):
                 raise ValueError(
                     f'{key}: this RoPE table ({side}x{side} tokens) is not the one RoPEEVA02 '
