@@ -208,8 +208,9 @@ RUNS = dict(
     quick=dict(tests=['-k', QUICK_TESTS], pe_sizes=[64],
                pe=['--batch', '1', '--repeats', '1', '--warmup', '0', '--schemes', 'NoPE',
                    'RelPosBias'],
-               adapter=['--schemes', 'NoPE', '--size', '64', '--batch', '1', '--memory-size',
-                        '64', '--repeats', '1', '--warmup', '0'],
+               # no memory step: on CPU it measures RSS, not the CUDA branch, in one more process
+               adapter=['--schemes', 'NoPE', '--size', '64', '--batch', '1', '--repeats', '1',
+                        '--warmup', '0', '--no-memory'],
                caps=dict(env=300, tests=300, pe_64=300, adapter=300)))
 
 
@@ -303,16 +304,18 @@ def read_csv(path: str) -> List[dict]:
 
 
 def number(text: str):
+    """A CSV cell as a float where it is one; NaN (not measured) as None, valid JSON."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return text
+    return None if value != value else value
 
 
 # ---- the report --------------------------------------------------------------
 
 def fmt(value, digits: int) -> str:
-    return '–' if not isinstance(value, float) or value != value else f'{value:.{digits}f}'
+    return '–' if value is None else f'{value:.{digits}f}'
 
 
 def env_section(result: dict) -> List[str]:
@@ -371,7 +374,7 @@ def adapter_section(result: dict) -> List[str]:
 
 def write_report(report: dict, out_dir: str) -> None:
     with open(os.path.join(out_dir, 'report.json'), 'w') as f:
-        json.dump(report, f, indent=1)
+        json.dump(report, f, indent=1, allow_nan=False)
     parts = report['parts']
     gpu = parts.get('env', {}).get('info', {}).get('gpu', report['device'])
     lines = [f'# mmvitpe GPU check: {gpu}', '',
