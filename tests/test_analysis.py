@@ -158,9 +158,12 @@ def test_adapter_benchmark_breakdown_accounts_for_the_whole_step(tmp_path):
     assert all(float(r['ours:LearnedPE_gflop']) > 0 for r in rows[:4])
 
 
-SMOKE = {'tools/benchmark_pe.py': ['--size', '64', '--repeats', '1', '--warmup', '0'],
+# tiny sizes, and two variants each (the adapter's include MPVG, which needs the final norm)
+SMOKE = {'tools/benchmark_pe.py': ['--size', '64', '--repeats', '1', '--warmup', '0',
+                                   '--schemes', 'NoPE', 'RelPosBias'],
          'tools/benchmark_adapter.py': ['--size', '64', '--batch', '1', '--memory-size', '64',
-                                        '--repeats', '1', '--warmup', '0']}
+                                        '--repeats', '1', '--warmup', '0',
+                                        '--schemes', 'LearnedPE', 'MPVG']}
 
 
 def readme_benchmark_commands():
