@@ -35,7 +35,9 @@ def test_dry_run_on_cpu_runs_and_reports_every_part(tmp_path):
 
     tests = parts['tests']
     assert tests['counts']['failed'] == tests['counts']['errors'] == 0
-    assert tests['counts']['passed'] == 3  # NoPE's cases of one PE-core and one adapter test
+    # NoPE's cases of one PE-core test (no prefix token, class token, class + 4 registers)
+    # and of one adapter test
+    assert tests['counts']['passed'] == 4
     assert '-m cpu' in tests['command']
 
     rows = {r['scheme']: r for r in parts['pe_64']['rows']}

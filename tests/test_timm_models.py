@@ -20,6 +20,7 @@ import torch
 
 import mmvitpe  # noqa: F401  (registers the models)
 from helpers import one_intra_op_thread  # noqa: F401  (the fixture)
+from mmvitpe.models.pos_encodings import build_pos_encoding
 from mmvitpe.models.timm_models import UnsupportedPool
 from mmvitpe.registry import POS_ENCODINGS
 
@@ -57,7 +58,16 @@ FX_SCHEMES = ('NoPE', 'PEG', 'SinCosPE')
 #   owns (see TimmPEViT.prune_intermediate_layers), so it runs on the schemes without
 #   per-block parameters. timm's own contract test, test_prune_intermediate_layers_contract
 #   (trainable parameters only), runs on all.
-PER_BLOCK_PE = ('LaPE', 'MPVG', 'PVG', 'RelPosBias', 'SPSA')
+
+
+def has_per_block_pe(scheme: str) -> bool:
+    """Whether the scheme owns parameters of blocks after the first (what pruning drops)."""
+    pe = build_pos_encoding(dict(type=scheme), embed_dim=32, num_heads=4, depth=3,
+                            num_prefix_tokens=0, num_register_tokens=0, pretrain_grid=(4, 4))
+    return any(pe.stack_position(name) > 0 for name, _ in pe.named_parameters())
+
+
+PER_BLOCK_PE = tuple(s for s in SCHEMES if has_per_block_pe(s))
 PARTIAL_TESTS = {
     'test_model_forward_fx': (dict(batch_size=1), FX_SCHEMES),
     'test_model_backward_fx': (dict(batch_size=2), FX_SCHEMES),
