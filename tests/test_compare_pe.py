@@ -1,5 +1,6 @@
 """tools/compare_pe.py through the real runner (tiny ViTBaseline on the
 position demo data), and its statistics against hand-computed values."""
+import copy
 import csv
 import glob
 import importlib.util
@@ -22,7 +23,7 @@ from mmvitpe.apis import pe_study
 from mmvitpe.apis.seed_stats import ONE_SEED, WITHIN_NOISE, paired_difference, summarize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = 'configs/demo/fcn_vit-baseline-p8_position_demo.py'
+CONFIG = os.path.join(REPO, 'configs/demo/fcn_vit-baseline-p8_position_demo.py')
 SCHEMES = ['NoPE', 'LearnedPE']
 
 
@@ -57,9 +58,9 @@ def tiny_options(data, iters=40):
 
 
 def study_cmd(work_dir, data, *extra):
-    return [sys.executable, 'tools/compare_pe.py', CONFIG, '--schemes', *SCHEMES,
-            '--seeds', '0', '1', '--test-sizes', '96', '--work-dir', str(work_dir),
-            '--cfg-options', *tiny_options(data), *extra]
+    return [sys.executable, os.path.join(REPO, 'tools/compare_pe.py'), CONFIG,
+            '--schemes', *SCHEMES, '--seeds', '0', '1', '--test-sizes', '96',
+            '--work-dir', str(work_dir), '--cfg-options', *tiny_options(data), *extra]
 
 
 def manifest(work_dir):
@@ -182,12 +183,12 @@ def test_bad_scheme_names_are_clear_errors(capsys):
 
 def test_another_test_size_changes_what_the_model_sees(position_data):
     init_default_scope('mmseg')
-    cfg = Config.fromfile(os.path.join(REPO, CONFIG))
+    cfg = Config.fromfile(CONFIG)
     cfg.merge_from_dict(load_compare_pe().parse_cfg_options(tiny_options(position_data)))
     assert pe_study.train_size_label(cfg) == '64'
     option = pe_study.resize_option(cfg, 96)
     assert option == 'test_dataloader.dataset.pipeline.1.scale=(96,96)'
-    resized = cfg.copy()
+    resized = copy.deepcopy(cfg)
     resized.merge_from_dict(load_compare_pe().parse_cfg_options([option]))
     model = MODELS.build(cfg.model).eval()
     seen = []

@@ -147,7 +147,7 @@ class Launcher:
         if self.kind == 'pytorch':
             return ['bash', osp.join(REPO, 'tools/dist_test.sh'), config, args[0],
                     str(self.gpus), *args[1:]]
-        test = [sys.executable, '-u', osp.join(REPO, 'tools/test.py'), config, *args]
+        test = [sys.executable, osp.join(REPO, 'tools/test.py'), config, *args]
         if self.kind == 'slurm':  # one GPU is enough to evaluate
             return ['srun', '-p', self.partition, f'--job-name={osp.basename(work_dir)}',
                     '--gres=gpu:1', '--ntasks=1', '--kill-on-bad-exit=1',
@@ -208,6 +208,7 @@ def refuse_or_record_change(args, study_dir, manifest, digest, material) -> None
         dict(time=study.now(), event='config changed', old_hash=old, new_hash=digest,
              changed=keys))
     manifest['config_hash'] = digest
+    manifest['cfg_options'] = args.cfg_options
     print(f'[compare_pe] config changed ({shown}): new runs go to runs/{digest}/', flush=True)
 
 
@@ -301,6 +302,10 @@ def prepare_collect(args):
     return study_dir, manifest, runs, cfg
 
 
+def _mean(xs) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
 class Progress:
     """Run k of n, elapsed time and an estimate of the rest from the steps done."""
 
@@ -315,9 +320,8 @@ class Progress:
         if (trains_left and not self.train) or (evals_left and not self.eval):
             rest = 'remaining: known after the first run'
         else:
-            mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
             rest = 'remaining ~' + study.format_seconds(
-                trains_left * mean(self.train) + evals_left * mean(self.eval))
+                trains_left * _mean(self.train) + evals_left * _mean(self.eval))
         return (f'[compare_pe] run {k}/{n} {run["scheme"]} seed {run["seed"]}: {what} | '
                 f'elapsed {study.format_seconds(elapsed)} | {rest}')
 
@@ -385,8 +389,9 @@ def execute(args, study_dir, manifest, runs, cfg, sizes, train_label):
                 progress.eval.append(run['eval_seconds'][size])
                 study.save_manifest(study_dir, manifest)
             evals_left -= 1
-    elapsed = study.format_seconds(time.time() - progress.start)
-    print(f'[compare_pe] {len(runs)} runs ready ({elapsed} in this session)', flush=True)
+    if not args.dry_run:
+        elapsed = study.format_seconds(time.time() - progress.start)
+        print(f'[compare_pe] {len(runs)} runs ready ({elapsed} in this session)', flush=True)
 
 
 def report(args, study_dir, manifest, runs, cfg, sizes, train_label) -> None:

@@ -40,7 +40,10 @@ DEFAULT_METRICS = {'mmseg': ['mIoU'], 'mmdet': ['coco/bbox_mAP', 'coco/segm_mAP'
 def config_material(cfg: Config) -> dict:
     """The config as plain JSON data, without the keys that only say where it runs."""
     data = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
-    return json.loads(json.dumps(data, sort_keys=True, default=str))
+    data = json.loads(json.dumps(data, sort_keys=True, default=str))
+    if isinstance(data.get('visualizer'), dict):  # named per run by compare_pe
+        data['visualizer'].pop('name', None)
+    return data
 
 
 def material_hash(material: dict) -> str:
