@@ -315,12 +315,7 @@ def plot(study_dir, rows, metrics, sizes, train_label, schemes, runs) -> List[st
                         label=f'test size {_size_name(size, train_label)}')
         ax.set_xticks(range(len(schemes)), schemes)
         ax.set(ylabel=metric, title=f'{metric}: mean ± std over seeds (dots: seeds)')
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(osp.join(out, f'{safe}_by_scheme.png'))
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_save(plt, fig, ax, osp.join(out, f'{safe}_by_scheme.png')))
 
         numeric = [s for s in sizes if s.isdigit()]
         if len(numeric) > 1:
@@ -336,13 +331,17 @@ def plot(study_dir, rows, metrics, sizes, train_label, schemes, runs) -> List[st
                 ax.axvline(int(train_label), color='0.6', ls='--', lw=1, label='train size')
             ax.set(xlabel='test size (short edge, px)', ylabel=metric,
                    title=f'{metric} vs test size (mean ± std)')
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            paths.append(osp.join(out, f'{safe}_vs_test_size.png'))
-            fig.savefig(paths[-1], dpi=100)
-            plt.close(fig)
+            paths.append(_save(plt, fig, ax, osp.join(out, f'{safe}_vs_test_size.png')))
     return paths
+
+
+def _save(plt, fig, ax, path: str) -> str:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def format_seconds(seconds: float) -> str:
