@@ -173,6 +173,18 @@ def test_a_changed_config_is_refused_naming_the_key(killed_and_resumed, position
     assert 'model.backbone.pos_embed.type=LearnedPE randomness.seed=1' in out
 
 
+def test_collect_evaluates_work_dirs_made_by_hand(killed_and_resumed, tmp_path, capsys):
+    runs = runs_by_name(killed_and_resumed['work_dir'])
+    dirs = [os.path.join(killed_and_resumed['work_dir'], runs[name]['dir'])
+            for name in ('NoPE_seed1', 'LearnedPE_seed1')]
+    load_compare_pe().main(['--collect', *dirs, '--work-dir', str(tmp_path)])
+    collected = {f"{r['scheme']}_seed{r['seed']}": r for r in manifest(tmp_path)['runs'].values()}
+    assert sorted(collected) == ['LearnedPE_seed1', 'NoPE_seed1']  # read from the dumped configs
+    for name, run in collected.items():  # the same checkpoints give the same numbers
+        assert run['results']['64']['mIoU'] == pytest.approx(runs[name]['results']['64']['mIoU'])
+    assert '| LearnedPE | ' in capsys.readouterr().out
+
+
 def test_bad_scheme_names_are_clear_errors(capsys):
     compare_pe = load_compare_pe()
     with pytest.raises(SystemExit):

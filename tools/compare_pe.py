@@ -377,7 +377,7 @@ def execute(args, study_dir, manifest, runs, cfg, sizes, train_label):
             options = (run['options'] + ([overrides[size]] if size in overrides else [])
                        + naming_options(cfg, f"{run['name']}_eval{size}"))
             cmd = launcher.test(run['config'], checkpoint, eval_dir(run, size), options)
-            what = f'evaluating at {study._size_name(size, train_label)}'
+            what = f'evaluating at {study.size_name(size, train_label)}'
             print(progress.line(k, len(runs), run, what, trains_left, evals_left), flush=True)
             if args.dry_run:
                 print('  $', shlex.join(cmd))

@@ -243,7 +243,7 @@ def write_reports(study_dir: str, runs: Sequence[dict], rows: Sequence[dict],
     return paths
 
 
-def _size_name(size: str, train_label: str) -> str:
+def size_name(size: str, train_label: str) -> str:
     return f'{size} (train)' if size == train_label else size
 
 
@@ -253,7 +253,7 @@ def markdown(rows, metrics, sizes, train_label, baseline, schemes, notes=()) -> 
     index = {(r['metric'], r['test_size'], r['scheme']): r for r in rows}
     lines = []
     for metric in metrics:
-        head = ' | '.join(_size_name(s, train_label) for s in sizes)
+        head = ' | '.join(size_name(s, train_label) for s in sizes)
         lines += [f'### {metric}: mean ± std over seeds (n)', '',
                   f'| scheme | {head} |', '|---|' + '---:|' * len(sizes)]
         for scheme in schemes:
@@ -312,7 +312,7 @@ def plot(study_dir, rows, metrics, sizes, train_label, schemes, runs) -> List[st
                          if run['scheme'] == scheme and metric in run['results'].get(size, {})]
                 ax.plot([x] * len(seeds), seeds, '.', color='0.4', ms=4, zorder=3)
             ax.errorbar(xs, means, yerr=stds, fmt='o', capsize=4,
-                        label=f'test size {_size_name(size, train_label)}')
+                        label=f'test size {size_name(size, train_label)}')
         ax.set_xticks(range(len(schemes)), schemes)
         ax.set(ylabel=metric, title=f'{metric}: mean ± std over seeds (dots: seeds)')
         paths.append(_save(plt, fig, ax, osp.join(out, f'{safe}_by_scheme.png')))
