@@ -57,7 +57,9 @@ def evaluate_untrained(config: str, work_dir: str) -> dict:
     cfg = Config.fromfile(os.path.join(REPO, config))
     cfg.work_dir = work_dir
     cfg.launcher = 'none'
-    cfg.experiment_name = 'untrained'
+    # one process evaluates both tasks: their loggers and visualizers must not be shared
+    name = 'untrained_' + os.path.splitext(os.path.basename(config))[0]
+    cfg.experiment_name = cfg.visualizer.name = name
     return Runner.from_cfg(cfg).test()
 
 
