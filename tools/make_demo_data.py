@@ -1,10 +1,10 @@
 """Write the built-in demo data: a tiny, deterministic dataset in real COCO
 instance format and in real ADE20K layout, from the same synthetic scenes.
 
-Each scene is a textured background with 1-3 textured shapes (square, circle,
-triangle) of random size and position; each class has its own hue (reddish
-squares, bluish circles, greenish triangles, jittered) so that a model trained
-from scratch for a few CPU minutes can learn it. Written as:
+Each scene is a textured background with 1-2 large textured shapes (square,
+circle, triangle) of random size and position that do not overlap; each class
+has its own hue (reddish squares, bluish circles, greenish triangles, jittered)
+so that a model trained from scratch for a few CPU minutes can learn it. Written as:
 
     <out>/coco/{train,val}/<id>.jpg
     <out>/coco/annotations/instances_{train,val}.json   (polygons, bbox, area)
@@ -13,7 +13,17 @@ from scratch for a few CPU minutes can learn it. Written as:
         ADE20K convention: 0 = ignore (a 1-pixel band on shape borders),
         1 = background, 2.. = square, circle, triangle (reduce_zero_label=True)
 
+A second set, for comparing positional encodings, has classes that only
+position decides: every shape (any kind, any colour) is "left" or "right" by
+the half of the image it lies in, so a model that cannot tell where a patch
+is cannot tell the classes apart:
+
+    <out>/position/images/{training,validation}/<id>.jpg
+    <out>/position/annotations/{training,validation}/<id>.png
+        0 = ignore (shape borders), 1 = background, 2 = left, 3 = right
+
 Usage: python tools/make_demo_data.py [--out data/demo] [--train 64] [--val 16] [--size 160]
+    [--position-train 64] [--position-val 32] [--position-size 64]
 The same arguments always give byte-identical files.
 """
 import argparse
@@ -27,6 +37,9 @@ import numpy as np
 CLASSES = ('square', 'circle', 'triangle')
 CLASS_COLOURS = np.array([(220, 60, 60), (60, 110, 230), (70, 200, 80)], dtype=float)
 SEG_CLASSES = ('background', ) + CLASSES
+POSITION_CLASSES = ('background', 'left', 'right')
+# bump when the scenes change: tools/run_demo.py rewrites data of another version
+DATA_VERSION = 2
 
 
 def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
@@ -36,30 +49,79 @@ def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np
     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)
 
 
-def make_scene(rng: np.random.Generator, size: int):
-    """An RGB image, its objects [(class index, polygon)] and a label map."""
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A muted, noisy RGB gradient (float, size x size x 3)."""
     yy, xx = np.mgrid[0:size, 0:size]
-    base = rng.uniform(60, 160, 3) * np.array([0.7, 0.7, 0.7]) + 30  # muted backgrounds
+    base = rng.uniform(60, 160, 3) * np.array([0.7, 0.7, 0.7]) + 30
     gradient = (xx * rng.uniform(-0.3, 0.3) + yy * rng.uniform(-0.3, 0.3))[..., None]
-    img = base + gradient + rng.normal(0, 12, (size, size, 3))
+    return base + gradient + rng.normal(0, 12, (size, size, 3))
+
+
+def ignore_borders(labels: np.ndarray) -> None:
+    """Label shape borders 0 = ignore, as ADE20K's unlabeled pixels."""
+    border = cv2.morphologyEx(labels, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    labels[border] = 0
+
+
+def make_scene(rng: np.random.Generator, size: int):
+    """An RGB image, its objects [(class index, mask)] and a label map.
+
+    One or two shapes of circumradius 0.18-0.3 x size that do not touch
+    (a second shape that finds no free place in 20 tries is left out), so
+    every object is whole and large against the anchors and RoIs of Mask R-CNN.
+    """
+    xx = np.mgrid[0:size, 0:size][1]
+    img = background(rng, size)
     labels = np.ones((size, size), np.uint8)  # 1 = background
-    objects = []
-    for _ in range(rng.integers(1, 4)):
+    objects, placed = [], []
+    for _ in range(rng.integers(1, 3)):
         cls = int(rng.integers(len(CLASSES)))
-        r = rng.uniform(0.12, 0.25) * size
-        cx, cy = rng.uniform(r, size - r, 2)
+        r = rng.uniform(0.18, 0.3) * size
+        for _ in range(20):
+            cx, cy = rng.uniform(r, size - r, 2)
+            if all(math.hypot(cx - x, cy - y) > r + q + 2 for x, y, q in placed):
+                break
+        else:
+            continue
+        placed.append((cx, cy, r))
         poly = shape_polygon(CLASSES[cls], cx, cy, r, rng.uniform(0, 2 * math.pi))
         mask = np.zeros((size, size), np.uint8)
         cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
         colour = CLASS_COLOURS[cls] + rng.uniform(-35, 35, 3)
-        texture = rng.normal(0, 20, (size, size, 3)) + 25 * np.sin(xx / rng.uniform(2, 6))[..., None]
+        stripes = 25 * np.sin(xx / rng.uniform(2, 6))[..., None]
+        texture = rng.normal(0, 20, (size, size, 3)) + stripes
         img = np.where(mask[..., None] == 1, colour + texture, img)
         labels[mask == 1] = 2 + cls
-        # later shapes occlude earlier ones: keep only visible polygons' masks
-        objects = [(c, p, m & (1 - mask)) for c, p, m in objects] + [(cls, poly, mask)]
-    border = cv2.morphologyEx(labels, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-    labels[border] = 0  # ignore band, as ADE20K's unlabeled pixels
+        objects.append((cls, mask))
+    ignore_borders(labels)
     return np.clip(img, 0, 255).astype(np.uint8), objects, labels
+
+
+def make_position_scene(rng: np.random.Generator, size: int):
+    """An RGB image and its label map: shapes classed by the half they lie in.
+
+    Each half holds one shape with probability 0.7 (at least one per scene),
+    of random kind, colour, size and angle, kept 2 pixels off the midline so
+    its class is never ambiguous.
+    """
+    img = background(rng, size)
+    labels = np.ones((size, size), np.uint8)
+    halves = rng.random(2) < 0.7
+    if not halves.any():
+        halves[rng.integers(2)] = True
+    for half in np.flatnonzero(halves):
+        r = rng.uniform(0.12, 0.2) * size
+        low = half * size / 2 + (r + 2 if half else r)
+        high = (half + 1) * size / 2 - (r if half else r + 2)
+        cx, cy = rng.uniform(low, high), rng.uniform(r, size - r)
+        kind = CLASSES[rng.integers(len(CLASSES))]
+        poly = shape_polygon(kind, cx, cy, r, rng.uniform(0, 2 * math.pi))
+        mask = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+        img = np.where(mask[..., None] == 1, rng.uniform(30, 230, 3), img)
+        labels[mask == 1] = 2 + half
+    ignore_borders(labels)
+    return np.clip(img, 0, 255).astype(np.uint8), labels
 
 
 def mask_polygons(mask: np.ndarray) -> list:
@@ -84,7 +146,7 @@ def write_split(out: str, coco_split: str, ade_split: str, count: int, size: int
                     [cv2.IMWRITE_JPEG_QUALITY, 95])
         cv2.imwrite(os.path.join(out, 'ade/annotations', ade_split, name + '.png'), labels)
         images.append(dict(id=i, file_name=name + '.jpg', height=size, width=size))
-        for cls, _, mask in objects:
+        for cls, mask in objects:
             polygons = mask_polygons(mask)
             if not polygons or mask.sum() < 16:
                 continue
@@ -98,6 +160,18 @@ def write_split(out: str, coco_split: str, ade_split: str, count: int, size: int
         json.dump(coco, f)
 
 
+def write_position_split(out: str, split: str, count: int, size: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for d in (f'position/images/{split}', f'position/annotations/{split}'):
+        os.makedirs(os.path.join(out, d), exist_ok=True)
+    for i in range(count):
+        img, labels = make_position_scene(rng, size)
+        name = f'{i:05d}'
+        cv2.imwrite(os.path.join(out, 'position/images', split, name + '.jpg'),
+                    cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(os.path.join(out, 'position/annotations', split, name + '.png'), labels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,11 +179,19 @@ def main() -> None:
     parser.add_argument('--train', type=int, default=64)
     parser.add_argument('--val', type=int, default=16)
     parser.add_argument('--size', type=int, default=160)
+    parser.add_argument('--position-train', type=int, default=64)
+    parser.add_argument('--position-val', type=int, default=32)
+    parser.add_argument('--position-size', type=int, default=64)
     args = parser.parse_args()
     write_split(args.out, 'train', 'training', args.train, args.size, seed=0)
     write_split(args.out, 'val', 'validation', args.val, args.size, seed=1)
+    write_position_split(args.out, 'training', args.position_train, args.position_size, seed=2)
+    write_position_split(args.out, 'validation', args.position_val, args.position_size, seed=3)
+    with open(os.path.join(args.out, 'demo_data.json'), 'w') as f:
+        json.dump(dict(version=DATA_VERSION, **vars(args)), f)
     print(f'demo data written to {args.out}: {args.train} train / {args.val} val images '
-          f'of {args.size}x{args.size}')
+          f'of {args.size}x{args.size}; position set {args.position_train} / '
+          f'{args.position_val} of {args.position_size}x{args.position_size}')
 
 
 if __name__ == '__main__':

@@ -1,0 +1,353 @@
+"""The state and the report of a PE comparison study (tools/compare_pe.py).
+
+A study is one config trained once per (scheme, seed). Everything it knows
+lives in its work dir, so that re-running the command continues it and the
+results can be re-analysed later without the tool (``load_manifest`` and
+``aggregate`` below):
+
+    <study>/study.json                 manifest: settings, config hash, runs, results
+    <study>/config_<hash>.json         the config each hash stands for (to name changes)
+    <study>/runs/<hash>/<scheme>_seed<s>/        tools/train.py work dir of one run
+    <study>/runs/<hash>/<scheme>_seed<s>/eval_<size>/   tools/test.py at one test size
+    <study>/results_runs.csv, summary.csv, summary.md, plots/*.png
+
+Kept apart from the launching code so the statistics (``seed_stats``) and the
+bookkeeping can be imported and tested without starting a run.
+"""
+import csv
+import glob
+import hashlib
+import json
+import math
+import os
+import os.path as osp
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from mmengine.config import Config
+
+from .seed_stats import paired_difference, summarize
+
+MANIFEST = 'study.json'
+# keys that say where or how a run is launched, not what it trains
+_NOT_HASHED = ('work_dir', 'launcher', 'experiment_name', 'resume', 'load_from')
+# what the test json holds besides metrics
+_NOT_METRICS = ('time', 'data_time', 'step', 'iter', 'epoch', 'lr', 'memory')
+DEFAULT_METRICS = {'mmseg': ['mIoU'], 'mmdet': ['coco/bbox_mAP', 'coco/segm_mAP']}
+
+
+# ----------------------------------------------------------------- config --
+def config_material(cfg: Config) -> dict:
+    """The config as plain JSON data, without the keys that only say where it runs."""
+    data = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
+    data = json.loads(json.dumps(data, sort_keys=True, default=str))
+    if isinstance(data.get('visualizer'), dict):  # named per run by compare_pe
+        data['visualizer'].pop('name', None)
+    return data
+
+
+def material_hash(material: dict) -> str:
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def changed_keys(old, new, prefix: str = '') -> List[str]:
+    """Dotted keys whose values differ between two JSON trees."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = []
+        for k in sorted(set(old) | set(new)):
+            name = f'{prefix}.{k}' if prefix else str(k)
+            if k not in old or k not in new:
+                keys.append(name)
+            else:
+                keys += changed_keys(old[k], new[k], name)
+        return keys
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [k for i, (a, b) in enumerate(zip(old, new))
+                for k in changed_keys(a, b, f'{prefix}.{i}')]
+    return [] if old == new else [prefix]
+
+
+def test_resize(cfg: Config) -> Tuple[str, int, object]:
+    """Where the test pipeline resizes: (its cfg-options key, index, scale).
+
+    Raises:
+        ValueError: when the test pipeline has no single ``Resize`` with a
+            ``scale`` (``scale_factor`` resizing has no size to override).
+    """
+    node, key = cfg.test_dataloader.dataset, 'test_dataloader.dataset'
+    while 'pipeline' not in node and 'dataset' in node:  # dataset wrappers
+        node, key = node.dataset, key + '.dataset'
+    pipeline = node.get('pipeline', [])
+    steps = [i for i, t in enumerate(pipeline) if str(t.get('type')).split('.')[-1] == 'Resize']
+    if len(steps) != 1 or 'scale' not in pipeline[steps[0]]:
+        raise ValueError(
+            f'--test-sizes needs exactly one Resize with a scale in the test pipeline '
+            f'({key}.pipeline), found types {[t.get("type") for t in pipeline]}; add e.g. '
+            "dict(type='Resize', scale=(512, 512), keep_ratio=True) after LoadImageFromFile")
+    return f'{key}.pipeline.{steps[0]}.scale', steps[0], pipeline[steps[0]]['scale']
+
+
+def train_size_label(cfg: Config) -> str:
+    """The training size's label: the short edge of the test Resize scale, or
+    ``config`` when the test pipeline does not resize."""
+    try:
+        scale = test_resize(cfg)[2]
+    except ValueError:
+        return 'config'
+    return str(scale if isinstance(scale, int) else min(scale))
+
+
+def resize_option(cfg: Config, size: int) -> str:
+    """The cfg-option that evaluates at ``size``: the test Resize scale scaled
+    so that its short edge is ``size`` (COCO's (1333, 800) at 600 becomes
+    (1000, 600); ADE20K's (2048, 512) at 1024 becomes (4096, 1024))."""
+    key, _, scale = test_resize(cfg)
+    if isinstance(scale, int):
+        return f'{key}={size}'
+    w, h = (round(v * size / min(scale)) for v in scale)
+    return f'{key}=({w},{h})'
+
+
+def scheme_of(cfg: Config) -> str:
+    try:
+        return cfg.model.backbone.pos_embed.type
+    except AttributeError as e:
+        raise ValueError('the config has no model.backbone.pos_embed.type: '
+                         'compare_pe compares mmvitpe backbones') from e
+
+
+# --------------------------------------------------------------- manifest --
+def load_manifest(study_dir: str) -> Optional[dict]:
+    path = osp.join(study_dir, MANIFEST)
+    if not osp.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_manifest(study_dir: str, manifest: dict) -> None:
+    """Write atomically: a study killed while saving keeps its last state."""
+    os.makedirs(study_dir, exist_ok=True)
+    tmp = osp.join(study_dir, MANIFEST + '.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    os.replace(tmp, osp.join(study_dir, MANIFEST))
+
+
+def save_material(study_dir: str, material: dict) -> None:
+    path = osp.join(study_dir, f'config_{material_hash(material)}.json')
+    if not osp.exists(path):
+        os.makedirs(study_dir, exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(material, f, indent=1, sort_keys=True)
+
+
+def load_material(study_dir: str, digest: str) -> Optional[dict]:
+    path = osp.join(study_dir, f'config_{digest}.json')
+    if not osp.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_id(digest: str, scheme: str, seed: int) -> str:
+    return f'{digest}/{scheme}_seed{seed}'
+
+
+def new_run(digest: str, scheme: str, seed: int) -> dict:
+    return dict(scheme=scheme, seed=seed, config_hash=digest,
+                dir=osp.join('runs', digest, f'{scheme}_seed{seed}'), status='pending',
+                train_seconds=0.0, resumed_from=[], results={}, eval_seconds={})
+
+
+def read_test_metrics(eval_dir: str) -> Dict[str, float]:
+    """Metrics of the newest tools/test.py run in ``eval_dir``, as mmengine's
+    LoggerHook writes them (<timestamp>/<timestamp>.json)."""
+    files = sorted(glob.glob(osp.join(eval_dir, '*', '*.json')), key=osp.getmtime)
+    if not files:
+        raise FileNotFoundError(f'no test results (*/*.json) under {eval_dir}')
+    with open(files[-1]) as f:
+        data = json.load(f)
+    return {k: float(v) for k, v in data.items()
+            if k not in _NOT_METRICS and isinstance(v, (int, float))}
+
+
+def read_last_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint mmengine's CheckpointHook last saved in ``work_dir``."""
+    path = osp.join(work_dir, 'last_checkpoint')
+    if not osp.exists(path):
+        return None
+    with open(path) as f:
+        ckpt = f.read().strip()
+    return ckpt if osp.exists(ckpt) else None
+
+
+# ---------------------------------------------------------------- report --
+def aggregate(runs: Sequence[dict], metrics: Sequence[str],
+              sizes: Sequence[str], baseline: str, schemes: Sequence[str]) -> List[dict]:
+    """One row per (metric, test size, scheme): mean/std/n over seeds and the
+    paired difference to ``baseline`` (95 % t interval, see seed_stats)."""
+    rows = []
+    for metric in metrics:
+        for size in sizes:
+            by_scheme = {s: {r['seed']: r['results'][size][metric] for r in runs
+                             if r['scheme'] == s and metric in r['results'].get(size, {})}
+                         for s in schemes}
+            for scheme in schemes:
+                values = by_scheme[scheme]
+                if not values:
+                    continue
+                summary = summarize(values[s] for s in sorted(values))
+                row = dict(metric=metric, test_size=size, scheme=scheme, n=summary.n,
+                           mean=summary.mean, std=summary.std,
+                           seeds=' '.join(str(s) for s in sorted(values)))
+                if scheme != baseline and set(values) & set(by_scheme[baseline]):
+                    diff = paired_difference(values, by_scheme[baseline])
+                    row.update(diff_n=diff.n, diff_mean=diff.mean, diff_low=diff.low,
+                               diff_high=diff.high, verdict=diff.verdict)
+                rows.append(row)
+    return rows
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return '–' if x is None or (isinstance(x, float) and math.isnan(x)) else f'{x:.{digits}f}'
+
+
+def write_reports(study_dir: str, runs: Sequence[dict], rows: Sequence[dict],
+                  metrics: Sequence[str], sizes: Sequence[str], train_label: str,
+                  baseline: str, schemes: Sequence[str], notes: Sequence[str] = ()) -> dict:
+    """results_runs.csv, summary.csv, summary.md and the plots; returns their paths."""
+    paths = dict(runs_csv=osp.join(study_dir, 'results_runs.csv'),
+                 summary_csv=osp.join(study_dir, 'summary.csv'),
+                 markdown=osp.join(study_dir, 'summary.md'))
+    with open(paths['runs_csv'], 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['scheme', 'seed', 'test_size', 'metric', 'value', 'config_hash', 'run_dir'])
+        for r in runs:
+            for size, values in sorted(r['results'].items()):
+                for metric, value in sorted(values.items()):
+                    w.writerow([r['scheme'], r['seed'], size, metric, value,
+                                r.get('config_hash', ''), r['dir']])
+    columns = ['metric', 'test_size', 'scheme', 'n', 'mean', 'std', 'seeds', 'diff_n',
+               'diff_mean', 'diff_low', 'diff_high', 'verdict']
+    with open(paths['summary_csv'], 'w', newline='') as f:
+        w = csv.DictWriter(f, columns)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: row.get(k, '') for k in columns})
+    paths['markdown_text'] = markdown(rows, metrics, sizes, train_label, baseline, schemes,
+                                      notes)
+    with open(paths['markdown'], 'w') as f:
+        f.write(paths['markdown_text'])
+    paths['plots'] = plot(study_dir, rows, metrics, sizes, train_label, schemes, runs)
+    return paths
+
+
+def size_name(size: str, train_label: str) -> str:
+    return f'{size} (train)' if size == train_label else size
+
+
+def markdown(rows, metrics, sizes, train_label, baseline, schemes, notes=()) -> str:
+    """Per metric: mean ± std (n) per scheme and test size, then the paired
+    difference to the baseline with its 95 % t interval and verdict."""
+    index = {(r['metric'], r['test_size'], r['scheme']): r for r in rows}
+    lines = []
+    for metric in metrics:
+        head = ' | '.join(size_name(s, train_label) for s in sizes)
+        lines += [f'### {metric}: mean ± std over seeds (n)', '',
+                  f'| scheme | {head} |', '|---|' + '---:|' * len(sizes)]
+        for scheme in schemes:
+            cells = []
+            for size in sizes:
+                r = index.get((metric, size, scheme))
+                cells.append('–' if r is None else
+                             f"{_fmt(r['mean'])} ± {_fmt(r['std'])} ({r['n']})")
+            lines.append(f"| {scheme} | {' | '.join(cells)} |")
+        others = [s for s in schemes if s != baseline]
+        if others:
+            lines += ['', f'### {metric}: paired difference to {baseline} per seed, '
+                      'mean [95 % t interval] (n), verdict', '',
+                      f'| scheme | {head} |', '|---|' + '---|' * len(sizes)]
+            for scheme in others:
+                cells = []
+                for size in sizes:
+                    r = index.get((metric, size, scheme))
+                    if r is None or 'verdict' not in r:
+                        cells.append('–')
+                    else:
+                        cells.append(f"{r['diff_mean']:+.2f} [{_fmt(r['diff_low'])}, "
+                                     f"{_fmt(r['diff_high'])}] ({r['diff_n']}) {r['verdict']}")
+                lines.append(f"| {scheme} | {' | '.join(cells)} |")
+        lines.append('')
+    lines += [f'- {note}' for note in notes]
+    return '\n'.join(lines) + '\n'
+
+
+def plot(study_dir, rows, metrics, sizes, train_label, schemes, runs) -> List[str]:
+    """Per metric: error bars per scheme (one series per test size, seeds as
+    dots) and the metric against the test size (one line per scheme)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    out = osp.join(study_dir, 'plots')
+    os.makedirs(out, exist_ok=True)
+    index = {(r['metric'], r['test_size'], r['scheme']): r for r in rows}
+    paths = []
+    for metric in metrics:
+        safe = metric.replace('/', '_')
+        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(schemes), 3.6))
+        width = 0.7 / max(len(sizes), 1)
+        for k, size in enumerate(sizes):
+            xs, means, stds = [], [], []
+            for i, scheme in enumerate(schemes):
+                r = index.get((metric, size, scheme))
+                if r is None:
+                    continue
+                x = i + (k - (len(sizes) - 1) / 2) * width
+                xs.append(x)
+                means.append(r['mean'])
+                stds.append(0.0 if math.isnan(r['std']) else r['std'])
+                seeds = [run['results'][size][metric] for run in runs
+                         if run['scheme'] == scheme and metric in run['results'].get(size, {})]
+                ax.plot([x] * len(seeds), seeds, '.', color='0.4', ms=4, zorder=3)
+            ax.errorbar(xs, means, yerr=stds, fmt='o', capsize=4,
+                        label=f'test size {size_name(size, train_label)}')
+        ax.set_xticks(range(len(schemes)), schemes)
+        ax.set(ylabel=metric, title=f'{metric}: mean ± std over seeds (dots: seeds)')
+        paths.append(_save(plt, fig, ax, osp.join(out, f'{safe}_by_scheme.png')))
+
+        numeric = [s for s in sizes if s.isdigit()]
+        if len(numeric) > 1:
+            fig, ax = plt.subplots(figsize=(5, 3.6))
+            for scheme in schemes:
+                pts = [(int(s), index[(metric, s, scheme)]) for s in sorted(numeric, key=int)
+                       if (metric, s, scheme) in index]
+                if pts:
+                    ax.errorbar([p[0] for p in pts], [p[1]['mean'] for p in pts],
+                                yerr=[0.0 if math.isnan(p[1]['std']) else p[1]['std']
+                                      for p in pts], marker='o', capsize=4, label=scheme)
+            if train_label.isdigit():
+                ax.axvline(int(train_label), color='0.6', ls='--', lw=1, label='train size')
+            ax.set(xlabel='test size (short edge, px)', ylabel=metric,
+                   title=f'{metric} vs test size (mean ± std)')
+            paths.append(_save(plt, fig, ax, osp.join(out, f'{safe}_vs_test_size.png')))
+    return paths
+
+
+def _save(plt, fig, ax, path: str) -> str:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def now() -> str:
+    return time.strftime('%Y-%m-%d %H:%M:%S')
