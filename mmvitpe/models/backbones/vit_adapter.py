@@ -26,7 +26,8 @@ from mmvitpe.utils.validation import (check_dict, check_int, check_int_list, che
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
 from ..layers.deformable_attention import DeformableAttention
 from ..vit import PEViT, resolve_arch
-from .dense import OUT_STRIDES, normed_outputs, pad_to_multiple, reject_class_token, tokens_to_map
+from .dense import (OUT_STRIDES, normed_outputs, pad_to_multiple, prefix_tokens_off_by_default,
+                    tokens_to_map)
 
 # Sizes of the original configs (ref: czczup/ViT-Adapter detection and
 # segmentation configs). ``drop_path_rate`` is the detection/segmentation value.
@@ -120,7 +121,7 @@ class ViTAdapter(PEViT):
                              f'inject={inject})')
         if vit_feature_mode not in VIT_FEATURE_MODES:
             raise ValueError(f'vit_feature_mode={vit_feature_mode!r}; valid: {VIT_FEATURE_MODES}')
-        reject_class_token('ViTAdapter', kwargs)
+        prefix_tokens_off_by_default(kwargs)
         settings = dict(ADAPTER_SETTINGS[preset])
         kwargs.setdefault('arch', settings.pop('arch'))
         kwargs.setdefault('drop_path_rate', settings.pop('drop_path_rate'))

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from mmvitpe.registry import MODELS
 from mmvitpe.utils.validation import check_dict, check_int_list
 from ..vit import PEViT
-from .dense import OUT_STRIDES, normed_outputs, pad_to_multiple, reject_class_token, tokens_to_map
+from .dense import (OUT_STRIDES, normed_outputs, pad_to_multiple, prefix_tokens_off_by_default,
+                    tokens_to_map)
 
 
 @MODELS.register_module()
@@ -41,7 +42,7 @@ class ViTBaseline(PEViT):
 
     def __init__(self, out_indices: Optional[Sequence[int]] = None,
                  norm_cfg: Optional[dict] = None, **kwargs) -> None:
-        reject_class_token('ViTBaseline', kwargs)
+        prefix_tokens_off_by_default(kwargs)
         kwargs.setdefault('final_norm', False)
         super().__init__(**kwargs)
         quarter = self.depth // 4
@@ -72,7 +73,8 @@ class ViTBaseline(PEViT):
         for index in self.out_indices:
             x = self.forward_blocks(x, state, start, index + 1)
             start = index + 1
-            maps.append(tokens_to_map(self.finalize(x, state), state.grid))
+            maps.append(tokens_to_map(self.finalize(x, state)[:, self.num_prefix_tokens:],
+                                      state.grid))
         pyramid = []
         for fpn, feat, stride in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps,
                                      OUT_STRIDES):

@@ -127,6 +127,9 @@ class PEViT(ForeignWeights, BaseModule):
         window_size: Window side (tokens) of the blocks in
             ``window_block_indexes``; or a list with one entry per block
             (0 or None: global attention), as the original ViT-Adapter accepts.
+            Windows cut the patch tokens only: in a windowed block each patch
+            token attends to its window and to every prefix token, and the
+            prefix tokens attend to all tokens (see ``Attention``).
         window_block_indexes: Blocks that attend within windows of
             ``window_size`` when that is an int; the others attend globally.
         with_cp: Gradient checkpointing per block.
@@ -232,10 +235,6 @@ class PEViT(ForeignWeights, BaseModule):
             raise ValueError("global_pool='token' needs class_token=True")
         self.global_pool = global_pool
         self.window_sizes = self._per_block_windows(window_size, window_block_indexes)
-        if self.num_prefix_tokens and any(self.window_sizes):
-            raise ValueError('windowed attention does not support class tokens or register '
-                             'tokens; use class_token=False and num_register_tokens=0 with '
-                             'window_size > 0')
         self.with_cp = with_cp
 
         # dynamic_img_pad: any input size; the last row/column of patches is zero-padded.
