@@ -13,7 +13,7 @@ import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
-from timm.layers import PatchEmbed
+from timm.layers import PatchEmbed, resample_patch_embed
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
@@ -374,7 +374,8 @@ class PEViT(ForeignWeights, BaseModule):
         return state
 
     def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
-        """Classifier parts, an absent class token or final norm (dropped), register
+        """Classifier parts, an absent class token or final norm (dropped), a patch
+        kernel of another patch size (resampled, reported as resized), register
         tokens (DINOv2 ``register_tokens``, DINOv3 ``storage_tokens``), pretraining-only
         tensors of DINOv2 / DINOv3 (dropped), the official SwiGLU names (DINOv2-g
         ``mlp.w12`` / ``mlp.w3``; DINOv3 and EVA-02 ``mlp.w1`` / ``w2`` / ``w3``, EVA-02's
@@ -383,6 +384,13 @@ class PEViT(ForeignWeights, BaseModule):
         ViT-Adapter layer scales ``blocks.<i>.gamma_<1|2>``."""
         if key == 'cls_token' and self.cls_token is None:
             return Claim({}, 'this model has no class token')
+        kernel = self.patch_embed.proj.weight
+        if (key == 'patch_embed.proj.weight' and value.dim() == 4
+                and value.shape[:2] == kernel.shape[:2]):
+            # another patch size (DINOv2's 14 in a 16-px ViT, as the original
+            # ViT-Adapter's convert_14to16): FlexiViT's pseudo-inverse resampling keeps
+            # each patch's embedding for the same content at the new patch size
+            return Claim({key: resample_patch_embed(value, list(kernel.shape[-2:]))})
         if key == 'mask_token' or PRETRAINING_ONLY_KEYS.match(key):
             return Claim({}, 'DINOv2 / DINOv3 pretraining only (masked-token, local-crop '
                              'norm, distillation heads)')
