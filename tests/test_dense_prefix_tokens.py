@@ -223,3 +223,32 @@ def test_patch14_to_16_conversion_resamples_the_kernel_and_keeps_the_table():
     with pytest.raises(ValueError, match=r'patch_embed.proj.weight.*\(16, 3, 14, 14\) does not '
                                          r'fit \(32, 3, 16, 16\)'):
         load_pretrained(model, state)
+
+
+def test_protocol2_equals_dinov3s_own_adapter():
+    """DINOv3's DINOv3_Adapter on its DinoVisionTransformer (golden, made by
+    tools/golden/make_dinov3_adapter_fixtures.py from the official code), its state
+    dict loaded strictly: the frozen extractor-only ViTAdapter gives the same maps.
+    The released layout's qkv bias is random in its masked k part, which matters
+    under RoPE (0.06 off without the mask)."""
+    from helpers import FIXTURES
+    from mmvitpe.weights import load_pretrained
+    golden = torch.load(f'{FIXTURES}/golden/dinov3_adapter.pt', weights_only=True)
+    vit, adapter = golden['config']['vit'], golden['config']['adapter']
+    model = ViTAdapter(
+        arch='dinov3_small', embed_dim=vit['embed_dim'], depth=vit['depth'],
+        num_heads=vit['num_heads'], qkv_bias=True, pretrain_size=vit['img_size'],
+        class_token=True, num_register_tokens=vit['n_storage_tokens'], freeze_vit=True,
+        inject=False, vit_feature_mode='per_stage', vit_final_norm=True,
+        interaction_indexes=[[i, i] for i in adapter['interaction_indexes']],
+        deform_num_heads=adapter['deform_num_heads'], deform_ratio=adapter['deform_ratio'],
+        conv_inplane=adapter['conv_inplane'], cffn_ratio=adapter['cffn_ratio']).eval()
+    state = {k.removeprefix('backbone.'): v for k, v in golden['state_dict'].items()}
+    report = load_pretrained(model, state)
+    assert not report.new and not report.resized
+    assert set(report.dropped) == {'mask_token'} | {
+        f'blocks.{i}.attn.qkv.bias_mask' for i in range(vit['depth'])}
+    with torch.no_grad():
+        outs = model(golden['img'])
+    for ours, ref in zip(outs, golden['outs'], strict=True):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-4)

@@ -339,11 +339,18 @@ class PEViT(ForeignWeights, BaseModule):
         """SP-ViT's separate ``attn.qk`` and ``attn.v`` projections -> one ``attn.qkv``;
         BEiT / EVA (timm ``Eva``) ``attn.q_bias`` and ``attn.v_bias`` -> ``attn.qkv.bias``
         (their k has no bias); timm EVA-02 B/L ``attn.{q,k,v}_proj`` -> ``attn.qkv``;
-        DINOv2's chunked ``blocks.<chunk>.<i>.`` -> ``blocks.<i>.``; and the official
+        DINOv2's chunked ``blocks.<chunk>.<i>.`` -> ``blocks.<i>.``; DINOv3's ``attn.qkv.bias``
+        times its ``bias_mask``; and the official
         DINOv2-with-registers layout (``register_tokens``, a class slot in
         ``pos_embed``) -> timm's, where that slot is folded into ``cls_token``
         (registers and class token then get no table entry)."""
         state = {re.sub(r'^blocks\.\d+\.(\d+)\.', r'blocks.\1.', k): v for k, v in state.items()}
+        for key in [k for k in state if k.endswith('.attn.qkv.bias_mask')]:
+            # DINOv3 multiplies the bias by its mask (k part 0) in every forward; the k
+            # bias matters under RoPE (it is rotated with k), so it is zeroed here
+            bias = key[:-len('_mask')]
+            if bias in state:
+                state[bias] = state[bias] * state[key].to(state[bias].dtype)
         if 'register_tokens' in state and 'cls_token' in state and 'pos_embed' in state:
             pos = state.pop('pos_embed')
             if math.isqrt(pos.shape[1] - 1) ** 2 == pos.shape[1] - 1:
@@ -395,8 +402,7 @@ class PEViT(ForeignWeights, BaseModule):
             return Claim({}, 'DINOv2 / DINOv3 pretraining only (masked-token, local-crop '
                              'norm, distillation heads)')
         if key.endswith('.attn.qkv.bias_mask'):
-            return Claim({}, "DINOv3's mask of the k bias, which cannot change attention "
-                             '(softmax is shift-invariant per query)')
+            return Claim({}, "DINOv3's mask of the k bias, applied to attn.qkv.bias")
         if re.match(r'^blocks\.\d+\.attn\.qkv\.bias$', key) and not value.any():
             return Claim({}, 'all-zero qkv bias (DINOv3 distilled models); this model has '
                              'qkv_bias=False')
