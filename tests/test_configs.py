@@ -7,6 +7,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from helpers import seg_batch
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in p)
@@ -66,20 +68,11 @@ TINY_BACKBONE = dict(embed_dim=32, num_heads=2, depth=4, deform_num_heads=2, con
                      interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], init_cfg=None)
 
 
-def tiny_training_step_data(model, scope):
+def tiny_training_batch(scope: str) -> dict:
     if scope == 'mmdet':
         from mmdet.testing import demo_mm_inputs
         return demo_mm_inputs(2, [[3, 64, 96], [3, 80, 70]], num_classes=80, with_mask=True)
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    samples = []
-    for _ in range(2):
-        sample = SegDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
-                                             pad_shape=(64, 64)))
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, 64, 64)))
-        samples.append(sample)
-    return dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)] * 2,
-                data_samples=samples)
+    return seg_batch(num_classes=150)
 
 
 @pytest.mark.parametrize('path', FOUNDATION, ids=lambda p: os.path.basename(p))
@@ -117,7 +110,7 @@ def test_foundation_config_trains_one_step_at_a_tiny_size(path):
     vit_weight, adapter_weight = (model.backbone.blocks[0].attn.qkv.weight,
                                   model.backbone.spm.fc1.weight)
     before = vit_weight.detach().clone(), adapter_weight.detach().clone()
-    data = model.data_preprocessor(tiny_training_step_data(model, cfg.default_scope), True)
+    data = model.data_preprocessor(tiny_training_batch(cfg.default_scope), True)
     loss, _ = model.parse_losses(model(**data, mode='loss'))
     assert torch.isfinite(loss)
     wrapper.update_params(loss)

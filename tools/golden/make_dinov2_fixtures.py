@@ -16,7 +16,7 @@ layer scale), with the options of the hub models:
 * ``dinov2_reg4``: 4 registers, ``interpolate_offset=0``, antialias (``dinov2_vits14_reg``).
 
 Every parameter is randomised deterministically (see
-``make_dinov3_adapter_fixtures.randomize``); in eval mode the normed patch
+``upstream.randomize``); in eval mode the normed patch
 tokens of ``forward_features`` are stored at the pretraining grid (56x56) and at
 another one (70x98: 5x7 patches, the table interpolated).
 
@@ -29,8 +29,6 @@ Regenerate:
     /root/.cache/mmvitpe/venv/bin/python tools/golden/make_dinov2_fixtures.py \\
         /work/.mirror/facebookresearch+dinov2/repo --out tests/fixtures/golden
 """
-import argparse
-import hashlib
 import importlib
 import os
 import sys
@@ -38,7 +36,7 @@ import tempfile
 
 import torch
 
-from make_dinov3_adapter_fixtures import git, randomize
+from upstream import parse_args, python_files, randomize, save_fixture, write_upstream
 
 EXPECTED_COMMIT = 'b8931f7bf91576930313be2c6d6af376033b35f0'
 REPO_URL = 'https://github.com/facebookresearch/dinov2'
@@ -52,30 +50,9 @@ VARIANTS = {
 SIZES = [(56, 56), (70, 98)]
 
 
-def write_upstream(repo: str, rev: str, tmp: str) -> dict:
-    files = ['dinov2/__init__.py', 'dinov2/models/__init__.py',
-             'dinov2/models/vision_transformer.py']
-    files += [p for p in git(repo, 'ls-tree', '--name-only', rev, 'dinov2/layers/').split()
-              if p.endswith('.py')]
-    digests = {}
-    for path in files:
-        text = git(repo, 'show', f'{rev}:{path}')
-        os.makedirs(os.path.dirname(os.path.join(tmp, path)), exist_ok=True)
-        with open(os.path.join(tmp, path), 'w') as f:
-            f.write(text)
-        digests[path] = hashlib.sha256(text.encode()).hexdigest()
-    return digests
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('repo', help='facebookresearch/dinov2 mirror or checkout')
-    parser.add_argument('--rev', default=EXPECTED_COMMIT)
-    parser.add_argument('--out', default='tests/fixtures/golden')
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    args, commit = parse_args(__doc__, 'facebookresearch/dinov2', EXPECTED_COMMIT)
     os.environ['XFORMERS_DISABLED'] = '1'
-    commit = git(args.repo, 'rev-parse', args.rev).strip()
     images = {size: torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(i))
               for i, size in enumerate(SIZES)}
     result = {'images': images, 'source': dict(repo=REPO_URL, commit=commit),
@@ -83,7 +60,10 @@ def main() -> None:
                         'CPU, eval, randomised weights; outs are forward_features '
                         "'x_norm_patchtokens'")}
     with tempfile.TemporaryDirectory() as tmp:
-        result['source']['files'] = write_upstream(args.repo, commit, tmp)
+        result['source']['files'] = write_upstream(args.repo, commit, [
+            'dinov2/__init__.py', 'dinov2/models/__init__.py',
+            'dinov2/models/vision_transformer.py',
+            *python_files(args.repo, commit, 'dinov2/layers')], tmp)
         sys.path.insert(0, tmp)
         vits = importlib.import_module('dinov2.models.vision_transformer')
         for seed, (name, options) in enumerate(VARIANTS.items()):
@@ -96,12 +76,7 @@ def main() -> None:
             result[name] = dict(
                 state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
                 config=dict(VIT, **options), outs=outs)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, 'dinov2.pt')
-    torch.save(result, path)
-    print(f'wrote {path} ({os.path.getsize(path)} bytes); commit {commit}'
-          + ('' if commit == EXPECTED_COMMIT else f' (expected {EXPECTED_COMMIT})'))
-
+    save_fixture(result, args.out, 'dinov2.pt', commit, EXPECTED_COMMIT)
 
 if __name__ == '__main__':
     main()

@@ -34,16 +34,15 @@ Regenerate:
     /root/.cache/mmvitpe/venv/bin/python tools/golden/make_dinov3_adapter_fixtures.py \\
         /work/.mirror/facebookresearch+dinov3/repo --out tests/fixtures/golden
 """
-import argparse
-import hashlib
 import importlib
 import os
-import subprocess
 import sys
 import tempfile
 
 import torch
 from torch import nn
+
+from upstream import parse_args, python_files, randomize, save_fixture, write_upstream
 
 EXPECTED_COMMIT = '6876159a11b4df116f30f667f8c9888617df0751'
 REPO_URL = 'https://github.com/facebookresearch/dinov3'
@@ -66,64 +65,14 @@ ADAPTER = dict(interaction_indexes=[0, 1, 2, 3], pretrain_size=64, conv_inplane=
 IMAGE = (1, 3, 96, 128)
 
 
-def git(repo, *args) -> str:
-    return subprocess.run(['git', '-C', repo, *args], capture_output=True, text=True,
-                          check=True).stdout
-
-
-def write_upstream(repo: str, rev: str, tmp: str) -> dict:
-    """The upstream files into ``tmp`` as they are; returns {path: sha256}."""
-    files = list(UPSTREAM_FILES)
-    for folder in UPSTREAM_DIRS:
-        files += [p for p in git(repo, 'ls-tree', '--name-only', rev, folder + '/').split()
-                  if p.endswith('.py')]
-    digests = {}
-    for package in PACKAGES:
-        os.makedirs(os.path.join(tmp, package), exist_ok=True)
-        open(os.path.join(tmp, package, '__init__.py'), 'w').close()
-    for path in files:
-        text = git(repo, 'show', f'{rev}:{path}')
-        os.makedirs(os.path.dirname(os.path.join(tmp, path)), exist_ok=True)
-        with open(os.path.join(tmp, path), 'w') as f:
-            f.write(text)
-        digests[path] = hashlib.sha256(text.encode()).hexdigest()
-    return digests
-
-
-def randomize(model: nn.Module, seed: int) -> None:
-    """Every floating tensor off its init: norm weights ~ 1 + N(0, 0.1), BN
-    variances in [0.5, 1.5), matrices and kernels ~ N(0, 1 / fan_in), the rest
-    (biases, layer scales, tokens) ~ N(0, 0.1). RoPE's periods stay: they are a
-    function of base and head width."""
-    gen = torch.Generator().manual_seed(seed)
-    norms = (nn.LayerNorm, nn.BatchNorm2d)
-    with torch.no_grad():
-        for module in model.modules():
-            for name, t in list(module.named_parameters(recurse=False)) + \
-                    list(module.named_buffers(recurse=False)):
-                if not t.is_floating_point() or name == 'periods':
-                    continue
-                noise = torch.randn(t.shape, generator=gen)
-                if name == 'running_var':
-                    t.copy_(noise.abs().clamp(max=1) * 0.5 + 0.5)
-                elif isinstance(module, norms) and name == 'weight':
-                    t.copy_(1 + 0.1 * noise)
-                elif t.dim() >= 2 and name == 'weight':
-                    t.copy_(noise / t[0].numel() ** 0.5)
-                else:
-                    t.copy_(0.1 * noise)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('repo', help='facebookresearch/dinov3 mirror or checkout')
-    parser.add_argument('--rev', default=EXPECTED_COMMIT)
-    parser.add_argument('--out', default='tests/fixtures/golden')
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    commit = git(args.repo, 'rev-parse', args.rev).strip()
+    args, commit = parse_args(__doc__, 'facebookresearch/dinov3', EXPECTED_COMMIT)
     with tempfile.TemporaryDirectory() as tmp:
-        digests = write_upstream(args.repo, commit, tmp)
+        for package in PACKAGES:
+            os.makedirs(os.path.join(tmp, package), exist_ok=True)
+            open(os.path.join(tmp, package, '__init__.py'), 'w').close()
+        digests = write_upstream(args.repo, commit, UPSTREAM_FILES + [
+            p for folder in UPSTREAM_DIRS for p in python_files(args.repo, commit, folder)], tmp)
         sys.path.insert(0, tmp)
         vits = importlib.import_module('dinov3.models.vision_transformer')
         adapter_module = importlib.import_module(
@@ -151,12 +100,7 @@ def main() -> None:
                   'but masked, as in the released models).'),
         'source': dict(repo=REPO_URL, commit=commit, files=digests),
     }
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, 'dinov3_adapter.pt')
-    torch.save(result, path)
-    print(f'wrote {path} ({os.path.getsize(path)} bytes); commit {commit}'
-          + ('' if commit == EXPECTED_COMMIT else f' (expected {EXPECTED_COMMIT})'))
-
+    save_fixture(result, args.out, 'dinov3_adapter.pt', commit, EXPECTED_COMMIT)
 
 if __name__ == '__main__':
     main()
