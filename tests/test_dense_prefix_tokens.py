@@ -179,8 +179,20 @@ def test_native_patch14_places_both_grids_by_pixel_position():
                                c2_centres.flip(0).reshape(2, -1).T)
 
 
+def test_native_patch14_baseline_pads_to_32_only():
+    baseline = ViTBaseline(arch='dinov2_small', embed_dim=32, num_heads=2, depth=4,
+                           pretrain_size=56).eval()
+    grids = []
+    baseline.blocks[0].register_forward_hook(lambda m, args, out: grids.append(out.shape[1]))
+    with torch.no_grad():  # padded to 128 x 96: a 10 x 7 ViT grid, odd for the max-pool
+        outs = baseline(torch.randn(1, 3, 100, 70))
+    assert grids == [10 * 7]
+    assert [tuple(o.shape[-2:]) for o in outs] == [
+        (math.ceil(100 / s), math.ceil(70 / s)) for s in (4, 8, 16, 32)]
+
+
 def test_vit_map_is_resampled_at_each_level_pixel_centres():
-    from mmvitpe.models.backbones.vit_adapter import resample_to_level
+    from mmvitpe.models.backbones.dense import resample_to_level
     # a ViT map whose value is its tokens' pixel x-centre: bilinear resampling
     # must give each level's pixel x-centres (inside the border, where it clamps)
     vit_map = (torch.arange(12) * 14 + 7.).expand(1, 1, 10, 12).contiguous()

@@ -29,6 +29,16 @@ def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
     return F.pad(img, (0, -width % multiple, 0, -height % multiple))
 
 
+def resample_to_level(vit_map: Tensor, scale: float, shape) -> Tensor:
+    """A ViT map resampled bilinearly at a pyramid level's pixel centres: scaled
+    by (the map's stride) / (the level's), then cropped to the level (a 14-px grid
+    spans a few pixels more than the 32-padded image; with patch 16 nothing is
+    cropped)."""
+    out = F.interpolate(vit_map, scale_factor=scale, mode='bilinear', align_corners=False,
+                        recompute_scale_factor=False)
+    return out[..., :shape[-2], :shape[-1]]
+
+
 def crop_to_image(feat: Tensor, image_size: Tuple[int, int], stride: int) -> Tensor:
     return feat[..., :math.ceil(image_size[0] / stride), :math.ceil(image_size[1] / stride)]
 

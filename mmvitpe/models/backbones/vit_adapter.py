@@ -24,7 +24,6 @@ from contextlib import ExitStack
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
@@ -36,7 +35,7 @@ from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPrio
 from ..layers.deformable_attention import DeformableAttention
 from ..vit import PEViT, resolve_arch
 from .dense import (OUT_STRIDES, normed_outputs, pad_to_multiple, prefix_tokens_off_by_default,
-                    tokens_to_map)
+                    resample_to_level, tokens_to_map)
 
 # Sizes of the original configs (ref: czczup/ViT-Adapter detection and
 # segmentation configs). ``drop_path_rate`` is the detection/segmentation value.
@@ -51,15 +50,6 @@ ADAPTER_SETTINGS: Dict[str, dict] = {
                   interaction_indexes=[[0, 5], [6, 11], [12, 17], [18, 23]]),
 }
 VIT_FEATURE_MODES = ('last', 'per_stage', None)
-
-
-def resample_to_level(vit_map: Tensor, scale: float, shape) -> Tensor:
-    """The ViT map resampled bilinearly at a pyramid level's pixel centres: scaled
-    by patch / stride, then cropped to the level (a 14-px grid spans a few pixels
-    more than the level; with patch 16 nothing is cropped)."""
-    out = F.interpolate(vit_map, scale_factor=scale, mode='bilinear', align_corners=False,
-                        recompute_scale_factor=False)
-    return out[..., :shape[-2], :shape[-1]]
 
 
 @MODELS.register_module()
