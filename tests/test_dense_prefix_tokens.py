@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mmvitpe.models import PEViT, ViTAdapter, ViTBaseline
+from mmvitpe.registry import POS_ENCODINGS
 
 # a tiny adapter: 4 blocks, one per interaction; windows need a pretraining grid >= 3
 TINY_ADAPTER = dict(embed_dim=32, depth=4, num_heads=2, deform_num_heads=2, conv_inplane=8,
@@ -264,3 +265,16 @@ def test_protocol2_equals_dinov3s_own_adapter():
         outs = model(golden['img'])
     for ours, ref in zip(outs, golden['outs'], strict=True):
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize('scheme', sorted(POS_ENCODINGS.module_dict))
+def test_every_scheme_runs_windowed_blocks_with_prefix_tokens(scheme):
+    # MPVG is defined without a class token: registers only
+    prefix = dict(PREFIX, class_token=False) if scheme == 'MPVG' else PREFIX
+    model = ViTBaseline(embed_dim=32, depth=4, num_heads=2, pretrain_size=64, **prefix,
+                        pos_embed=dict(type=scheme), final_norm=True, window_size=3,
+                        window_block_indexes=[0, 2])
+    outs = model(torch.randn(1, 3, 50, 78))  # a 4 x 6 grid: windows padded
+    assert all(torch.isfinite(o).all() for o in outs)
+    sum(o.square().mean() for o in outs).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
