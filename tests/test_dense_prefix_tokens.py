@@ -278,3 +278,20 @@ def test_every_scheme_runs_windowed_blocks_with_prefix_tokens(scheme):
     assert all(torch.isfinite(o).all() for o in outs)
     sum(o.square().mean() for o in outs).backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_official_dinov2_layout_converts_14_to_16_into_the_adapter():
+    """The official DINOv2 state dict (golden: chunked blocks, class slot, mask token)
+    into the DINOv2 configs' adapter (patch 16, the table kept, no class token)."""
+    from helpers import FIXTURES
+    from mmvitpe.weights import load_pretrained
+    golden = torch.load(f'{FIXTURES}/golden/dinov2.pt', weights_only=True)['dinov2']
+    config = golden['config']
+    model = ViTAdapter(**dict(DINOV2_TINY, embed_dim=config['embed_dim'],
+                              num_heads=config['num_heads'], depth=config['depth']),
+                       patch_size=16, pretrain_size=config['img_size'] // 14 * 16)
+    report = load_pretrained(model, golden['state_dict'])
+    assert set(report.resized) == {'patch_embed.proj.weight', 'pe.table.weight'}
+    assert set(report.dropped) == {'cls_token', 'mask_token', 'norm.weight', 'norm.bias'}
+    torch.testing.assert_close(model.blocks[3].attn.qkv.weight,
+                               golden['state_dict']['blocks.1.3.attn.qkv.weight'])
