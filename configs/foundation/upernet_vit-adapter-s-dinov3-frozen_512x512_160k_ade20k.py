@@ -9,8 +9,11 @@ _base_ = '../vit_adapter/upernet_vit-adapter-s_512x512_160k_ade20k.py'
 
 model = dict(
     backbone=dict(
-        arch='dinov3_small', pos_embed=dict(type='RoPEDINOv3'), class_token=True,
-        num_register_tokens=4, freeze_vit=True, inject=False, vit_autocast='bfloat16',
+        # qkv_bias: the official layout has one (its k part masked, applied when
+        # loading), whether the released values are zero or not
+        arch='dinov3_small', pos_embed=dict(type='RoPEDINOv3'), qkv_bias=True,
+        class_token=True, num_register_tokens=4, freeze_vit=True, inject=False,
+        vit_autocast='bfloat16',
         vit_final_norm=True, deform_num_heads=16, deform_ratio=0.5, drop_path_rate=0.3,
         with_cp=True,
         # dinov3_vits16_pretrain_lvd1689m-08c60483.pth, from the link DINOv3's
