@@ -236,6 +236,12 @@ def test_patch14_to_16_conversion_resamples_the_kernel_and_keeps_the_table():
     with pytest.raises(ValueError, match=r'patch_embed.proj.weight.*\(16, 3, 14, 14\) does not '
                                          r'fit \(32, 3, 16, 16\)'):
         load_pretrained(model, state)
+    # an own tensor of another shape that its owner would drop or rename is no
+    # resize either: a 1000-class head into a 10-class one stays a shape error
+    classifier = PEViT(embed_dim=32, depth=1, num_heads=2, num_classes=10)
+    wrong_head = dict(classifier.state_dict(), **{'head.weight': torch.randn(1000, 32)})
+    with pytest.raises(ValueError, match=r'head.weight.*\(1000, 32\) does not fit \(10, 32\)'):
+        load_pretrained(classifier, wrong_head)
 
 
 def test_protocol2_equals_dinov3s_own_adapter():
