@@ -37,3 +37,18 @@ def perturbed(model):
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     return model
+
+
+def seg_batch(num_classes: int, size: int = 64, batch: int = 2) -> dict:
+    """An mmseg batch as its data preprocessor takes it: uint8 images with random
+    label maps of ``num_classes`` classes."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    samples = []
+    for _ in range(batch):
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                             pad_shape=(size, size)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, size, size)))
+        samples.append(sample)
+    return dict(inputs=[torch.randint(0, 255, (3, size, size), dtype=torch.uint8)] * batch,
+                data_samples=samples)

@@ -9,7 +9,7 @@ import timm
 import torch
 
 from mmvitpe.engine import LayerDecayOptimizerConstructor
-from mmvitpe.models import PEViT, ViTAdapter, ViTBaseline
+from mmvitpe.models import PEViT
 from mmvitpe.models.pos_encodings import build_pos_encoding
 from mmvitpe.weights.transfer import IncompatibleCheckpointError, load_pretrained, remap
 
@@ -314,11 +314,5 @@ def test_register_token_keys_load_or_drop():
 def test_register_token_errors():
     with pytest.raises(ValueError, match='num_register_tokens=-1'):
         vit(dict(type='NoPE'), num_register_tokens=-1)
-    with pytest.raises(ValueError, match='windowed attention does not support class tokens or '
-                                         'register tokens'):
-        vit(dict(type='NoPE'), num_register_tokens=2, window_size=2, window_block_indexes=[0])
-    for backbone in (ViTAdapter, ViTBaseline):
-        with pytest.raises(ValueError, match='num_register_tokens must be 0'):
-            backbone(embed_dim=64, depth=4, num_heads=4, num_register_tokens=4)
     # MPVG pools patches only: registers are fine, a class token is not
     assert vit(dict(type='MPVG'), num_register_tokens=2)(torch.randn(1, 3, 20, 20)).shape == (1, 32)

@@ -13,7 +13,7 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import get_installed_path
 
 import mmvitpe
-from helpers import RunsCode
+from helpers import RunsCode, seg_batch
 from mmvitpe.utils.safe_load import allow_mmengine_checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,9 +144,7 @@ def test_upstream_mask_rcnn_losses_and_predictions_on_cpu():
 
 def test_upstream_upernet_losses_and_predictions_on_cpu():
     from mmengine.model.utils import revert_sync_batchnorm
-    from mmengine.structures import PixelData
     from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     cfg = upstream_config('mmseg', 'upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py').model
@@ -156,15 +154,7 @@ def test_upstream_upernet_losses_and_predictions_on_cpu():
     cfg.auxiliary_head.update(in_channels=256, channels=16, num_classes=5)
     cfg.data_preprocessor.size = (64, 64)
     segmentor = revert_sync_batchnorm(MODELS.build(cfg))
-    samples = []
-    for _ in range(2):
-        sample = SegDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
-                                             pad_shape=(64, 64)))
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, 64, 64)))
-        samples.append(sample)
-    data = segmentor.data_preprocessor(
-        dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)] * 2,
-             data_samples=samples), True)
+    data = segmentor.data_preprocessor(seg_batch(num_classes=5), True)
     losses = segmentor(**data, mode='loss')
     assert torch.isfinite(losses['decode.loss_ce']) and losses['decode.loss_ce'] > 0
     segmentor.eval()

@@ -225,3 +225,39 @@ def test_frozen_vit_under_bf16_autocast_is_close_to_float32():
         ViTAdapter(**dict(args, inject=True), vit_autocast='bfloat16')
     with pytest.raises(ValueError, match="vit_autocast='bf16'; valid"):
         ViTAdapter(**args, vit_autocast='bf16')
+
+
+# the official DINOv2 resize: bicubic by the scale factor (grid + 0.1) / 37, no antialias
+OFFICIAL_DINOV2_RESIZE = dict(type='LearnedPE', antialias=False, interpolate_offset=0.1)
+
+
+@pytest.mark.parametrize('variant,pos_embed', [('dinov2', OFFICIAL_DINOV2_RESIZE),
+                                               ('dinov2_reg4', None)])
+def test_official_dinov2_code_golden(variant, pos_embed):
+    """The official DinoVisionTransformer (golden, tools/golden/make_dinov2_fixtures.py):
+    its chunked state dict loads strictly and the normed patch tokens are equal at the
+    pretraining grid and, with the official resize, at another one."""
+    from helpers import FIXTURES
+    golden = torch.load(f'{FIXTURES}/golden/dinov2.pt', weights_only=True)
+    ref = golden[variant]
+    config = ref['config']
+    ours = PEViT(arch=variant.replace('dinov2', 'dinov2_small'), embed_dim=config['embed_dim'],
+                 depth=config['depth'], num_heads=config['num_heads'],
+                 pretrain_size=config['img_size'], pos_embed=pos_embed).eval()
+    report = load_pretrained(ours, ref['state_dict'])
+    assert list(report.dropped) == ['mask_token'] and not report.new and not report.resized
+    for size, img in golden['images'].items():
+        with torch.no_grad():
+            tokens = ours.forward_features(img)[0][:, ours.num_prefix_tokens:]
+        torch.testing.assert_close(tokens, ref['outs'][size], rtol=0, atol=1e-5, msg=str(size))
+    if pos_embed is not None:  # timm's resize (the arch's default) is another one
+        timm_resize = PEViT(arch='dinov2_small', embed_dim=config['embed_dim'],
+                            depth=config['depth'], num_heads=config['num_heads'],
+                            pretrain_size=config['img_size']).eval()
+        load_pretrained(timm_resize, ref['state_dict'])
+        with torch.no_grad():
+            tokens = timm_resize.forward_features(golden['images'][(70, 98)])[0][:, 1:]
+        assert (tokens - ref['outs'][(70, 98)]).abs().max() > 1e-2
+    with pytest.raises(ValueError, match=r'interpolate_offset=1.5 must be a number in \[0, 1\)'):
+        PEViT(arch='dinov2_small', depth=1, pos_embed=dict(type='LearnedPE',
+                                                           interpolate_offset=1.5))

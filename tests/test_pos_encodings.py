@@ -322,8 +322,6 @@ def test_unknown_scheme_and_argument_errors_name_the_choices():
         vit('LearnedPE', pe_args={'class_slot': True})
     with pytest.raises(ValueError, match="global_pool='token' needs class_token"):
         vit('NoPE', global_pool='token')
-    with pytest.raises(ValueError, match='windowed attention does not support class tokens'):
-        vit('NoPE', class_token=True, window_size=2, window_block_indexes=[1])
     with pytest.raises(ValueError, match='MPVG adds a term at the final norm.*final_norm=True'):
         vit('MPVG', final_norm=False)
 

@@ -156,7 +156,8 @@ def test_pretrained_is_not_loaded_in_init():
 @pytest.mark.parametrize('kwargs,match', [
     (dict(preset='huge'), "unknown preset 'huge'.*'base', 'large', 'small', 'tiny'"),
     (dict(interaction_indexes=[[0, 1], [3, 3]]), 'must cover blocks 0..3'),
-    (dict(class_token=True), 'class_token must be False'),
+    (dict(class_token=True, pos_embed=dict(type='MPVG'), vit_final_norm=True),
+     'MPVG.*class_token=False'),
     (dict(vit_feature_mode='first'), "vit_feature_mode='first'"),
     (dict(pos_embed=dict(type='MPVG')), 'MPVG adds a term at the final norm.*vit_final_norm'),
 ])
@@ -172,8 +173,6 @@ def test_vit_baseline_pyramid():
     assert model.out_indices == [0, 1, 2, 3]
     with pytest.raises(ValueError, match='out_indices'):
         ViTBaseline(embed_dim=64, depth=4, num_heads=4, out_indices=[0, 1, 5, 3])
-    with pytest.raises(ValueError, match='class_token must be False'):
-        ViTBaseline(embed_dim=64, depth=4, num_heads=4, class_token=True)
 
 
 @pytest.mark.parametrize('scheme', sorted(POS_ENCODINGS.module_dict))

@@ -98,10 +98,15 @@ def remap(state: Dict[str, Tensor], model: nn.Module) -> Tuple[Dict[str, Tensor]
         state = owner.merge_foreign(state, prefix)
     report, out, source_of = LoadReport(), {}, {}
     for key, value in state.items():
-        if key in targets:
-            prefix, claim = '', Claim({key: value})
-        else:
+        if key not in targets:
             prefix, claim = _claim(owners, key, value)
+        elif value.shape == targets[key].shape:
+            prefix, claim = '', Claim({key: value})
+        else:  # the owner may resize a tensor of its own name (a patch kernel of
+            # another size); anything else it says is no answer: the shape error below
+            prefix, claim = _claim(owners, key, value)
+            if claim is None or [prefix + k for k in claim.tensors] != [key]:
+                prefix, claim = '', Claim({key: value})
         if claim is None:
             report.unexpected.append(key)
             continue

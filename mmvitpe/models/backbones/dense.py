@@ -1,4 +1,4 @@
-"""What the dense backbones share: patch tokens only, and any input size.
+"""What the dense backbones share: a pyramid of patch tokens, and any input size.
 
 The image is zero-padded at the bottom/right to a size every level divides, and
 each output level is cropped back to the part covering the real image, so the
@@ -14,23 +14,29 @@ from torch import Tensor, nn
 OUT_STRIDES = (4, 8, 16, 32)
 
 
-def reject_class_token(backbone: str, kwargs: dict) -> None:
-    """Refuse prefix tokens, and turn off those of a foundation arch (DINOv2/v3,
-    EVA-02): their checkpoint tensors are then reported as dropped, as the
-    original ViT-Adapter's DINOv2 configs drop the class token."""
+def prefix_tokens_off_by_default(kwargs: dict) -> None:
+    """A foundation arch's class and register tokens (DINOv2/v3, EVA-02) stay off
+    unless asked for, as the original ViT-Adapter's DINOv2 configs drop the class
+    token; their checkpoint tensors are then reported as dropped. With
+    ``class_token=True`` / ``num_register_tokens=N`` they run through the ViT
+    blocks, and the pyramid is built from the patch tokens."""
     kwargs.setdefault('class_token', False)
     kwargs.setdefault('num_register_tokens', 0)
-    if kwargs.get('class_token'):
-        raise ValueError(f'{backbone} works on patch tokens only: class_token must be False '
-                         '(a checkpoint class slot is dropped when loading)')
-    if kwargs.get('num_register_tokens'):
-        raise ValueError(f'{backbone} works on patch tokens only: num_register_tokens must '
-                         'be 0')
 
 
 def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
     height, width = img.shape[-2:]
     return F.pad(img, (0, -width % multiple, 0, -height % multiple))
+
+
+def resample_to_level(vit_map: Tensor, scale: float, shape) -> Tensor:
+    """A ViT map resampled bilinearly at a pyramid level's pixel centres: scaled
+    by (the map's stride) / (the level's), then cropped to the level (a 14-px grid
+    spans a few pixels more than the 32-padded image; with patch 16 nothing is
+    cropped)."""
+    out = F.interpolate(vit_map, scale_factor=scale, mode='bilinear', align_corners=False,
+                        recompute_scale_factor=False)
+    return out[..., :shape[-2], :shape[-1]]
 
 
 def crop_to_image(feat: Tensor, image_size: Tuple[int, int], stride: int) -> Tensor:

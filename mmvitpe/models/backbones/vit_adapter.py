@@ -9,13 +9,21 @@ ICLR 2023) on the PE-pluggable ViT core; one class for mmdet and mmseg.
 Output: four maps with ``embed_dim`` channels at strides 4, 8, 16, 32, sized
 ceil(H / stride) x ceil(W / stride) for any input size (the input is padded
 to a multiple of 32 inside, and the outputs are cropped back).
+
+Patch 14 (DINOv2, EVA-02) runs natively: the ViT grid is ceil(H_pad / 14) x
+ceil(W_pad / 14) tokens over the 32-padded image (the ViT zero-pads the last
+patch row and column), the deformable attentions place their reference points
+by pixel position across the two grids, and the ViT maps are resampled at each
+level's pixel centres. The original's 14 -> 16 conversion is ``patch_size=16,
+pretrain_size=592`` on a DINOv2 arch: the patch kernel is resampled when the
+weights load (reported as resized) and the 37 x 37 table is kept as a grid of
+16-px patches.
 """
 import math
 from contextlib import ExitStack
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
@@ -26,7 +34,8 @@ from mmvitpe.utils.validation import (check_dict, check_int, check_int_list, che
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
 from ..layers.deformable_attention import DeformableAttention
 from ..vit import PEViT, resolve_arch
-from .dense import OUT_STRIDES, normed_outputs, pad_to_multiple, reject_class_token, tokens_to_map
+from .dense import (OUT_STRIDES, normed_outputs, pad_to_multiple, prefix_tokens_off_by_default,
+                    resample_to_level, tokens_to_map)
 
 # Sizes of the original configs (ref: czczup/ViT-Adapter detection and
 # segmentation configs). ``drop_path_rate`` is the detection/segmentation value.
@@ -75,12 +84,18 @@ class ViTAdapter(PEViT):
             path or PE train-time augmentation). With injectors the blocks
             still pass gradients to them; without, the ViT runs without autograd.
         inject: Build the injectors. False: extractor-only interactions
-            (DINOv3's ``DINOv3_Adapter`` with ``freeze_vit=True`` and
-            ``vit_feature_mode='per_stage'``).
+            (DINOv3's ``DINOv3_Adapter`` with ``freeze_vit=True``,
+            ``vit_feature_mode='per_stage'`` and ``vit_final_norm=True``); the
+            extractors then read the ViT tokens after the final norm too.
         vit_autocast: 'bfloat16' or 'float16': run the frozen ViT under
             autocast to that dtype (DINOv3: bfloat16), its tokens cast back to
             the adapter's dtype; needs ``freeze_vit=True, inject=False``.
-        **kwargs: ViT arguments (see :class:`PEViT`): pos_embed, init_cfg,
+        **kwargs: ViT arguments (see :class:`PEViT`). ``class_token`` and
+            ``num_register_tokens`` default to off, also for a foundation arch
+            (as the original's DINOv2 configs); when on, the prefix tokens run
+            through the ViT blocks (globally, also in windowed blocks) and the
+            injectors, extractors and pyramid use the patch tokens only, as
+            DINOv3's ``InteractionBlockWithCls``. Others: pos_embed, init_cfg,
             pretrained, patch_size,
             pretrain_size, window_size, window_block_indexes, drop_path_rate,
             embed_dim, depth, layer_scale_init_value (default 1.0, as the
@@ -120,7 +135,7 @@ class ViTAdapter(PEViT):
                              f'inject={inject})')
         if vit_feature_mode not in VIT_FEATURE_MODES:
             raise ValueError(f'vit_feature_mode={vit_feature_mode!r}; valid: {VIT_FEATURE_MODES}')
-        reject_class_token('ViTAdapter', kwargs)
+        prefix_tokens_off_by_default(kwargs)
         settings = dict(ADAPTER_SETTINGS[preset])
         kwargs.setdefault('arch', settings.pop('arch'))
         kwargs.setdefault('drop_path_rate', settings.pop('drop_path_rate'))
@@ -241,7 +256,7 @@ class ViTAdapter(PEViT):
 
     def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
         image_size = tuple(img.shape[-2:])
-        img = pad_to_multiple(img, math.lcm(OUT_STRIDES[-1], self.patch_size))
+        img = pad_to_multiple(img, OUT_STRIDES[-1])
 
         c1, c2, c3, c4 = self.spm(img)
         levels = [tuple(t.shape[-2:]) for t in (c2, c3, c4)]
@@ -250,29 +265,42 @@ class ViTAdapter(PEViT):
 
         with self._vit_context(img.device.type):
             x, state = self.embed(img)
-        inject_inputs = DeformInputs([state.grid], levels, img.device)
-        extract_inputs = DeformInputs(levels, [state.grid], img.device)
+        # the ViT pads to whole patches: with a patch size that does not divide 32
+        # (DINOv2, EVA-02: 14) its grid spans a few pixels more than the pyramid's
+        vit_span = [g * self.patch_size / size for g, size in zip(state.grid, img.shape[-2:])]
+        inject_inputs = DeformInputs([state.grid], levels, img.device, vit_span)
+        extract_inputs = DeformInputs(levels, [state.grid], img.device,
+                                      [1 / r for r in vit_span])
+        # prefix tokens (class, registers) run through the ViT blocks only; the
+        # injectors and extractors see the patch tokens (DINOv3's InteractionBlockWithCls)
+        prefix = self.num_prefix_tokens
         vit_tokens = []
         for (first, last), interaction in zip(self.interaction_indexes, self.interactions):
-            x = interaction.inject(x, c, inject_inputs)
+            if self.inject:
+                patches = interaction.inject(x[:, prefix:], c, inject_inputs)
+                x = torch.cat([x[:, :prefix], patches], dim=1) if prefix else patches
             with self._vit_context(img.device.type):
                 x = self.forward_blocks(x, state, first, last + 1)
+                # without injectors nothing flows back into the ViT: the extractors read
+                # it as the pyramid does, after the final norm (DINOv3_Adapter reads
+                # get_intermediate_layers' normed tokens)
+                read_out = x if self.inject else self.finalize(x, state)
             if self.vit_autocast:  # back to the adapter's dtype
-                x = x.to(c.dtype)
-            c = interaction.extract(c, x, extract_inputs, levels)
-            vit_tokens.append(x)
+                x, read_out = x.to(c.dtype), read_out.to(c.dtype)
+            c = interaction.extract(c, read_out[:, prefix:], extract_inputs, levels)
+            vit_tokens.append(read_out)
 
         sizes = [n[0] * n[1] for n in levels]
         c2, c3, c4 = (tokens_to_map(t, s) for t, s in zip(c.split(sizes, dim=1), levels))
         c1 = self.up(c2) + c1
         pyramid = [c1, c2, c3, c4]
         if self.vit_feature_mode is not None:
+            read_outs = vit_tokens[-1:] if self.vit_feature_mode == 'last' else vit_tokens
+            vit_maps = [tokens_to_map((self.finalize(t, state) if self.inject else t)[:, prefix:],
+                                      state.grid) for t in read_outs]
             if self.vit_feature_mode == 'last':
-                vit_maps = [tokens_to_map(self.finalize(vit_tokens[-1], state), state.grid)] * 4
-            else:
-                vit_maps = [tokens_to_map(self.finalize(t, state), state.grid) for t in vit_tokens]
-            pyramid = [feat + F.interpolate(vit_map, size=feat.shape[-2:], mode='bilinear',
-                                            align_corners=False)
-                       for feat, vit_map in zip(pyramid, vit_maps)]
+                vit_maps = vit_maps * 4
+            pyramid = [feat + resample_to_level(vit_map, self.patch_size / stride, feat.shape)
+                       for feat, vit_map, stride in zip(pyramid, vit_maps, OUT_STRIDES)]
         return normed_outputs(pyramid, (self.norm1, self.norm2, self.norm3, self.norm4),
                               image_size)

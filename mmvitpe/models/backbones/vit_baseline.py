@@ -7,22 +7,22 @@ depths and turned into a pyramid by deconvolution / identity / max-pooling
 
 Runs on the same PE-pluggable core as :class:`ViTAdapter`, so the two compare
 scheme for scheme. Like it, the backbone zero-pads the image to a multiple of
-32 (and of 2 patches) and crops the outputs to ceil(H / stride) for strides
-4..32, so every level stays aligned with the image. A patch size other than 16
-gives pyramid strides patch/4 .. 2*patch; those maps are resized to strides
-4..32 over the padded image.
+32 and crops the outputs to ceil(H / stride) for strides 4..32, so every level
+stays aligned with the image. A patch size other than 16 gives pyramid strides
+patch/4 .. 2*patch; those maps are resampled at the pixel centres of strides
+4..32 (with patch 14 the ViT grid, padded to whole patches, spans a few pixels
+more than the image; the max-pool keeps an odd last row and column).
 """
-import math
 from typing import Optional, Sequence, Tuple
 
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
 from mmvitpe.utils.validation import check_dict, check_int_list
 from ..vit import PEViT
-from .dense import OUT_STRIDES, normed_outputs, pad_to_multiple, reject_class_token, tokens_to_map
+from .dense import (OUT_STRIDES, normed_outputs, pad_to_multiple, prefix_tokens_off_by_default,
+                    resample_to_level, tokens_to_map)
 
 
 @MODELS.register_module()
@@ -41,7 +41,7 @@ class ViTBaseline(PEViT):
 
     def __init__(self, out_indices: Optional[Sequence[int]] = None,
                  norm_cfg: Optional[dict] = None, **kwargs) -> None:
-        reject_class_token('ViTBaseline', kwargs)
+        prefix_tokens_off_by_default(kwargs)
         kwargs.setdefault('final_norm', False)
         super().__init__(**kwargs)
         quarter = self.depth // 4
@@ -59,27 +59,28 @@ class ViTBaseline(PEViT):
                                   nn.ConvTranspose2d(dim, dim, 2, 2))
         self.fpn2 = nn.ConvTranspose2d(dim, dim, 2, 2)
         self.fpn3 = nn.Identity()
-        self.fpn4 = nn.MaxPool2d(2, 2)
+        self.fpn4 = nn.MaxPool2d(2, 2, ceil_mode=True)
         # output norms, named as in the original (norm1..norm4 for strides 4..32)
         self.norm1, self.norm2, self.norm3, self.norm4 = (
             build_norm_layer(norm_cfg, dim)[1] for _ in range(4))
 
     def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
         image_size = tuple(img.shape[-2:])
-        img = pad_to_multiple(img, math.lcm(OUT_STRIDES[-1], 2 * self.patch_size))
+        img = pad_to_multiple(img, OUT_STRIDES[-1])
         x, state = self.embed(img)
         maps, start = [], 0
         for index in self.out_indices:
             x = self.forward_blocks(x, state, start, index + 1)
             start = index + 1
-            maps.append(tokens_to_map(self.finalize(x, state), state.grid))
+            maps.append(tokens_to_map(self.finalize(x, state)[:, self.num_prefix_tokens:],
+                                      state.grid))
         pyramid = []
         for fpn, feat, stride in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps,
                                      OUT_STRIDES):
             feat = fpn(feat)
             padded = (img.shape[-2] // stride, img.shape[-1] // stride)
-            if feat.shape[-2:] != padded:  # patch size != 16
-                feat = F.interpolate(feat, size=padded, mode='bilinear', align_corners=False)
+            if feat.shape[-2:] != padded:  # patch size != 16: strides patch/4 .. 2*patch
+                feat = resample_to_level(feat, self.patch_size / 16, padded)
             pyramid.append(feat)
         return normed_outputs(pyramid, (self.norm1, self.norm2, self.norm3, self.norm4),
                               image_size)

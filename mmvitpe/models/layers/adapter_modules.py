@@ -24,16 +24,21 @@ class DeformInputs:
 
     Queries are the tokens of ``query_shapes`` grids (concatenated, row-major),
     keys the tokens of ``key_shapes``. Reference points are the query pixel
-    centres normalised to [0, 1] in (x, y) order, shared by all key levels.
+    centres in (x, y) order, normalised to [0, 1] over the area the keys span,
+    shared by all key levels. ``extent_ratio`` is (rows, cols) of the queries'
+    span over the keys': 1 when both grids tile the same padded image; a ViT
+    grid of 14-px patches over a 32-multiple image spans a little more.
     """
 
     def __init__(self, query_shapes: Sequence[Shape], key_shapes: Sequence[Shape],
-                 device: torch.device) -> None:
+                 device: torch.device, extent_ratio: Tuple[float, float] = (1., 1.)) -> None:
         points = []
         for h, w in query_shapes:
             ys, xs = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device) / h,
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device) / w,
+                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device) / h
+                * extent_ratio[0],
+                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device) / w
+                * extent_ratio[1],
                 indexing='ij')
             points.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
         self.reference_points = torch.cat(points)[None, :, None]  # (1, Nq, 1, 2)

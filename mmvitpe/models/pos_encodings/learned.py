@@ -13,6 +13,7 @@ import re
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model.weight_init import trunc_normal_
 from timm.layers import resample_abs_pos_embed
@@ -36,13 +37,22 @@ class AbsoluteTable(nn.Module):
         num_slots: entries for prefix tokens in front of the patch entries.
         interpolation: ``F.interpolate`` mode for resizing.
         antialias: antialias when shrinking (ViT-Adapter: False, timm: True).
+        interpolate_offset: 0: resize to the grid (timm). Else resize by the
+            scale factor (grid + offset) / table grid, as the official DINOv2
+            code does with 0.1 (its ``interpolate_offset``, after dino #8).
     """
 
     def __init__(self, embed_dim: int, grid: Grid, num_slots: int,
-                 interpolation: str = 'bicubic', antialias: bool = False) -> None:
+                 interpolation: str = 'bicubic', antialias: bool = False,
+                 interpolate_offset: float = 0.) -> None:
         super().__init__()
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f'interpolation={interpolation!r}; valid: {INTERPOLATIONS}')
+        if not isinstance(interpolate_offset, (int, float)) or isinstance(
+                interpolate_offset, bool) or not 0 <= interpolate_offset < 1:
+            raise ValueError(f'interpolate_offset={interpolate_offset!r} must be a number in '
+                             '[0, 1) (DINOv2: 0.1; 0: resize to the grid, as timm)')
+        self.interpolate_offset = float(interpolate_offset)
         self.grid = tuple(grid)
         self.num_slots = num_slots
         self.interpolation = interpolation
@@ -102,10 +112,23 @@ class AbsoluteTable(nn.Module):
         return readings
 
     def resized(self, grid: Grid) -> Tensor:
+        if self.interpolate_offset and tuple(grid) != self.grid:
+            return self._resized_by_offset_scale(tuple(grid))
         return resample_abs_pos_embed(
             self.weight, new_size=list(grid), old_size=list(self.grid),
             num_prefix_tokens=self.num_slots, interpolation=self.interpolation,
             antialias=self.antialias)
+
+    def _resized_by_offset_scale(self, grid: Grid) -> Tensor:
+        """The patch part resampled with the scale factor (grid + offset) / table
+        grid (the output is still ``grid``: the offset is below one patch)."""
+        slots, patches = self.weight[:, :self.num_slots], self.weight[:, self.num_slots:]
+        table = patches.reshape(1, *self.grid, -1).permute(0, 3, 1, 2).float()
+        scale = tuple((g + self.interpolate_offset) / g0 for g, g0 in zip(grid, self.grid))
+        table = F.interpolate(table, scale_factor=scale, mode=self.interpolation,
+                              antialias=self.antialias)
+        table = table.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
+        return torch.cat([slots, table.to(patches.dtype)], dim=1)
 
 
 def add_to_tokens(x: Tensor, pos: Tensor, num_prefix: int, num_slots: int) -> Tensor:
@@ -140,15 +163,19 @@ class LearnedPE(PositionalEncoding):
         interpolation: Resize mode for other grids (default bicubic).
         antialias: Antialias when shrinking the table (default False, as
             ViT-Adapter; timm's own resize uses True).
+        interpolate_offset: 0 (default): resize to the grid, as timm. 0.1 with
+            ``antialias=False``: the official DINOv2 models' resize (scale
+            factor (grid + 0.1) / table grid; their with-registers models use
+            0 and antialias, as timm).
         **kwargs: See :class:`PositionalEncoding`.
     """
 
     def __init__(self, class_slot: Optional[bool] = None, interpolation: str = 'bicubic',
-                 antialias: bool = False, **kwargs) -> None:
+                 antialias: bool = False, interpolate_offset: float = 0., **kwargs) -> None:
         super().__init__(**kwargs)
         self.table = AbsoluteTable(self.embed_dim, self.pretrain_grid,
                                    resolve_class_slot(self, class_slot),
-                                   interpolation, antialias)
+                                   interpolation, antialias, interpolate_offset)
 
     def prepare(self, grid: Grid, device, dtype) -> PEState:
         state = PEState(tuple(grid))

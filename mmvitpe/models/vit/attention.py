@@ -6,6 +6,7 @@ parameter names (``qkv``, ``proj``) so timm/DeiT weights load unchanged.
 """
 from typing import Tuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -71,19 +72,45 @@ class Attention(nn.Module):
         q, k = pe.rotate(qk, block, state).permute(2, 0, 3, 1, 4).unbind(0)
         v = v.squeeze(2).transpose(1, 2)
         num_prefix = n - state.grid[0] * state.grid[1]
-        if self.window_size:  # no prefix tokens here (PEViT rejects them with windows)
-            ws = self.window_size
-            (q, padded), (k, _), (v, _) = (window_partition(t, state.grid, ws) for t in (q, k, v))
-            attn_grid = (ws, ws)
-        else:
-            attn_grid = state.grid
-        bias, gain = pe.logit_terms(block, attn_grid, state, num_prefix)
-        out = self._attend(q, k, v, bias, gain)
         if self.window_size:
-            out = window_reverse(out, state.grid, padded, self.window_size, b)
+            out = self._attend_windows(q, k, v, block, pe, state, num_prefix)
         else:
-            out = out.transpose(1, 2).reshape(b, n, c)
+            bias, gain = pe.logit_terms(block, state.grid, state, num_prefix)
+            out = self._attend(q, k, v, bias, gain).transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(out))
+
+    def _attend_windows(self, q: Tensor, k: Tensor, v: Tensor, block: int,
+                        pe: PositionalEncoding, state: PEState, num_prefix: int) -> Tensor:
+        """Patch tokens attend within their window and to every prefix token;
+        prefix tokens (class, registers) attend to all tokens, as in a global
+        block, so they keep gathering from the whole image.
+
+        The scheme's logit terms are those of one window plus the prefix
+        tokens. A prefix query's term towards a patch key does not depend on
+        the patch (every scheme pads prefix rows with one value per head:
+        neutral, or BEiT's class entry), so the window's first patch column
+        stands for all patch keys.
+        """
+        b, heads, n, d = q.shape
+        ws = self.window_size
+        bias, gain = pe.logit_terms(block, (ws, ws), state, num_prefix)
+        (qw, padded), (kw, _), (vw, _) = (window_partition(t[:, :, num_prefix:], state.grid, ws)
+                                          for t in (q, k, v))
+        if not num_prefix:
+            out = self._attend(qw, kw, vw, bias, gain)
+            return window_reverse(out, state.grid, padded, ws, b)
+        windows = qw.shape[0] // b
+        kw, vw = (torch.cat([t[:, :, :num_prefix].repeat_interleave(windows, dim=0), w], dim=2)
+                  for t, w in ((k, kw), (v, vw)))
+        patch_rows = [None if t is None else t[:, num_prefix:] for t in (bias, gain)]
+        patches = window_reverse(self._attend(qw, kw, vw, *patch_rows), state.grid, padded, ws, b)
+        prefix_rows = [None if t is None else torch.cat(
+            [t[:, :num_prefix, :num_prefix],
+             t[:, :num_prefix, num_prefix:num_prefix + 1].expand(-1, -1, n - num_prefix)], dim=2)
+            for t in (bias, gain)]
+        prefix = self._attend(q[:, :, :num_prefix], k, v, *prefix_rows)
+        return torch.cat([prefix.transpose(1, 2).reshape(b, num_prefix, heads * d), patches],
+                         dim=1)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, bias, gain) -> Tensor:
         drop = self.attn_drop if self.training else 0.

@@ -13,7 +13,7 @@ import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
-from timm.layers import PatchEmbed
+from timm.layers import PatchEmbed, resample_patch_embed
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
@@ -127,6 +127,9 @@ class PEViT(ForeignWeights, BaseModule):
         window_size: Window side (tokens) of the blocks in
             ``window_block_indexes``; or a list with one entry per block
             (0 or None: global attention), as the original ViT-Adapter accepts.
+            Windows cut the patch tokens only: in a windowed block each patch
+            token attends to its window and to every prefix token, and the
+            prefix tokens attend to all tokens (see ``Attention``).
         window_block_indexes: Blocks that attend within windows of
             ``window_size`` when that is an int; the others attend globally.
         with_cp: Gradient checkpointing per block.
@@ -232,10 +235,6 @@ class PEViT(ForeignWeights, BaseModule):
             raise ValueError("global_pool='token' needs class_token=True")
         self.global_pool = global_pool
         self.window_sizes = self._per_block_windows(window_size, window_block_indexes)
-        if self.num_prefix_tokens and any(self.window_sizes):
-            raise ValueError('windowed attention does not support class tokens or register '
-                             'tokens; use class_token=False and num_register_tokens=0 with '
-                             'window_size > 0')
         self.with_cp = with_cp
 
         # dynamic_img_pad: any input size; the last row/column of patches is zero-padded.
@@ -340,11 +339,18 @@ class PEViT(ForeignWeights, BaseModule):
         """SP-ViT's separate ``attn.qk`` and ``attn.v`` projections -> one ``attn.qkv``;
         BEiT / EVA (timm ``Eva``) ``attn.q_bias`` and ``attn.v_bias`` -> ``attn.qkv.bias``
         (their k has no bias); timm EVA-02 B/L ``attn.{q,k,v}_proj`` -> ``attn.qkv``;
-        DINOv2's chunked ``blocks.<chunk>.<i>.`` -> ``blocks.<i>.``; and the official
+        DINOv2's chunked ``blocks.<chunk>.<i>.`` -> ``blocks.<i>.``; DINOv3's ``attn.qkv.bias``
+        times its ``bias_mask``; and the official
         DINOv2-with-registers layout (``register_tokens``, a class slot in
         ``pos_embed``) -> timm's, where that slot is folded into ``cls_token``
         (registers and class token then get no table entry)."""
         state = {re.sub(r'^blocks\.\d+\.(\d+)\.', r'blocks.\1.', k): v for k, v in state.items()}
+        for key in [k for k in state if k.endswith('.attn.qkv.bias_mask')]:
+            # DINOv3 multiplies the bias by its mask (k part 0) in every forward; the k
+            # bias matters under RoPE (it is rotated with k), so it is zeroed here
+            bias = key[:-len('_mask')]
+            if bias in state:
+                state[bias] = state[bias] * state[key].to(state[bias].dtype)
         if 'register_tokens' in state and 'cls_token' in state and 'pos_embed' in state:
             pos = state.pop('pos_embed')
             if math.isqrt(pos.shape[1] - 1) ** 2 == pos.shape[1] - 1:
@@ -375,7 +381,8 @@ class PEViT(ForeignWeights, BaseModule):
         return state
 
     def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
-        """Classifier parts, an absent class token or final norm (dropped), register
+        """Classifier parts, an absent class token or final norm (dropped), a patch
+        kernel of another patch size (resampled, reported as resized), register
         tokens (DINOv2 ``register_tokens``, DINOv3 ``storage_tokens``), pretraining-only
         tensors of DINOv2 / DINOv3 (dropped), the official SwiGLU names (DINOv2-g
         ``mlp.w12`` / ``mlp.w3``; DINOv3 and EVA-02 ``mlp.w1`` / ``w2`` / ``w3``, EVA-02's
@@ -384,12 +391,18 @@ class PEViT(ForeignWeights, BaseModule):
         ViT-Adapter layer scales ``blocks.<i>.gamma_<1|2>``."""
         if key == 'cls_token' and self.cls_token is None:
             return Claim({}, 'this model has no class token')
+        kernel = self.patch_embed.proj.weight
+        if (key == 'patch_embed.proj.weight' and value.dim() == 4
+                and value.shape[:2] == kernel.shape[:2]):
+            # another patch size (DINOv2's 14 in a 16-px ViT, as the original
+            # ViT-Adapter's convert_14to16): FlexiViT's pseudo-inverse resampling keeps
+            # each patch's embedding for the same content at the new patch size
+            return Claim({key: resample_patch_embed(value, list(kernel.shape[-2:]))})
         if key == 'mask_token' or PRETRAINING_ONLY_KEYS.match(key):
             return Claim({}, 'DINOv2 / DINOv3 pretraining only (masked-token, local-crop '
                              'norm, distillation heads)')
         if key.endswith('.attn.qkv.bias_mask'):
-            return Claim({}, "DINOv3's mask of the k bias, which cannot change attention "
-                             '(softmax is shift-invariant per query)')
+            return Claim({}, "DINOv3's mask of the k bias, applied to attn.qkv.bias")
         if re.match(r'^blocks\.\d+\.attn\.qkv\.bias$', key) and not value.any():
             return Claim({}, 'all-zero qkv bias (DINOv3 distilled models); this model has '
                              'qkv_bias=False')
