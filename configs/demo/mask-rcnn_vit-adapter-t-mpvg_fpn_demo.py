@@ -8,15 +8,15 @@ _base_ = '../vit_adapter_pe/mask-rcnn_vit-adapter-t-mpvg_fpn_3x_coco.py'
 data_root = 'data/demo/coco/'
 metainfo = dict(classes=('square', 'circle', 'triangle'),
                 palette=[(220, 20, 60), (0, 128, 255), (60, 200, 60)])
-# Fewer proposals and sampled RoIs than COCO training, and 2x2 samples per
-# RoIAlign bin instead of the adaptive count (up to 4x4 on these large objects):
-# mmcv's CPU RoIAlign backward dominates a CPU step otherwise.
-roi_layer = dict(type='RoIAlign', output_size=7, sampling_ratio=2)
+# Fewer proposals and sampled RoIs than COCO training, and one sample per RoIAlign
+# bin instead of the adaptive count (up to 4x4 on these large objects): mmcv's CPU
+# RoIAlign backward dominates a CPU step otherwise.
+roi_layer = dict(type='RoIAlign', output_size=7, sampling_ratio=1)
 model = dict(
     backbone=dict(
         drop_path_rate=0.0,
         init_cfg=dict(type='Pretrained', prefix='backbone.',
-                      checkpoint='work_dirs/demo/seg/iter_240.pth')),
+                      checkpoint='work_dirs/demo/seg/iter_200.pth')),
     roi_head=dict(
         bbox_roi_extractor=dict(roi_layer=roi_layer),
         mask_roi_extractor=dict(roi_layer=dict(roi_layer, output_size=14)),
@@ -52,13 +52,13 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-max_epochs = 12
-# validation every 4 epochs shows the learning curve in the log
-train_cfg = dict(max_epochs=max_epochs, val_interval=4)
+max_epochs = 10
+# validation after 5 epochs shows the learning curve in the log
+train_cfg = dict(max_epochs=max_epochs, val_interval=5)
 optim_wrapper = dict(optimizer=dict(lr=4e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=40),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[10], gamma=0.1),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9], gamma=0.1),
 ]
 default_hooks = dict(
     logger=dict(interval=8),
