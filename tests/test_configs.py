@@ -51,12 +51,16 @@ def test_config_loads_and_builds(path):
     cfg = Config.fromfile(path)
     assert 'mmvitpe' in cfg.custom_imports.imports  # Mask2Former's also import mmdet.models
     backbone = cfg.model.backbone
-    assert backbone.type == 'mmvitpe.ViTAdapter'
+    # ViTBaseline: the PE-comparison demo's plain ViT, whose one map feeds a 1x1-conv head
+    assert backbone.type in ('mmvitpe.ViTAdapter', 'mmvitpe.ViTBaseline')
     assert backbone.pos_embed.type == scheme_in_name(path)
     init_default_scope(cfg.default_scope)
     registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
     model = registry.build(cfg.model)  # init_cfg is honoured by init_weights(), not here
     assert type(model.backbone.pe).__name__ == backbone.pos_embed.type
+    if backbone.type == 'mmvitpe.ViTBaseline':
+        assert cfg.model.decode_head.in_channels == model.backbone.embed_dim == backbone.embed_dim
+        return
     dims = {'tiny': 192, 'small': 384, 'base': 768, 'large': 1024}[backbone.preset]
     assert model.backbone.embed_dim == dims
     in_channels = (cfg.model.neck.in_channels if cfg.default_scope == 'mmdet'
