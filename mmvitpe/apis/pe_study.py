@@ -14,7 +14,6 @@ results can be re-analysed later without the tool (``load_manifest`` and
 Kept apart from the launching code so the statistics (``seed_stats``) and the
 bookkeeping can be imported and tested without starting a run.
 """
-import csv
 import glob
 import hashlib
 import json
@@ -26,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
+from mmvitpe.utils.tables import write_csv
 from .seed_stats import paired_difference, summarize
 
 MANIFEST = 'study.json'
@@ -220,21 +220,15 @@ def write_reports(study_dir: str, runs: Sequence[dict], rows: Sequence[dict],
     paths = dict(runs_csv=osp.join(study_dir, 'results_runs.csv'),
                  summary_csv=osp.join(study_dir, 'summary.csv'),
                  markdown=osp.join(study_dir, 'summary.md'))
-    with open(paths['runs_csv'], 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(['scheme', 'seed', 'test_size', 'metric', 'value', 'config_hash', 'run_dir'])
-        for r in runs:
-            for size, values in sorted(r['results'].items()):
-                for metric, value in sorted(values.items()):
-                    w.writerow([r['scheme'], r['seed'], size, metric, value,
-                                r.get('config_hash', ''), r['dir']])
+    run_columns = ['scheme', 'seed', 'test_size', 'metric', 'value', 'config_hash', 'run_dir']
+    write_csv([dict(zip(run_columns, (r['scheme'], r['seed'], size, metric, value,
+                                      r.get('config_hash', ''), r['dir'])))
+               for r in runs for size, values in sorted(r['results'].items())
+               for metric, value in sorted(values.items())], paths['runs_csv'], run_columns)
     columns = ['metric', 'test_size', 'scheme', 'n', 'mean', 'std', 'seeds', 'diff_n',
                'diff_mean', 'diff_low', 'diff_high', 'verdict']
-    with open(paths['summary_csv'], 'w', newline='') as f:
-        w = csv.DictWriter(f, columns)
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: row.get(k, '') for k in columns})
+    write_csv([{k: row.get(k, '') for k in columns} for row in rows], paths['summary_csv'],
+              columns)
     paths['markdown_text'] = markdown(rows, metrics, sizes, train_label, baseline, schemes,
                                       notes)
     with open(paths['markdown'], 'w') as f:
