@@ -47,10 +47,11 @@ import subprocess
 import sys
 import time
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 import mmvitpe  # noqa: F401  (registers the schemes)
 from mmvitpe.apis import task_of
+from mmvitpe.apis.launch import CfgOptionsAction
 from mmvitpe.apis import pe_study as study
 from mmvitpe.registry import POS_ENCODINGS
 
@@ -109,20 +110,17 @@ def parse_args(argv=None):
                      '--launcher pytorch or slurm for more')
     if args.launcher == 'slurm' and not args.partition:
         parser.error('--launcher slurm needs --partition')
-    for option in args.cfg_options:
-        key = option.split('=', 1)[0]
-        if '=' not in option:
-            parser.error(f'--cfg-options {option!r}: expected KEY=VALUE')
+    for key in parse_cfg_options(args.cfg_options):  # KEY=VALUE checked as train.py does
         if key in (SCHEME_KEY, SEED_KEY):
             parser.error(f'--cfg-options {key}: set by --schemes/--seeds for each run')
     return args
 
 
 def parse_cfg_options(options: list) -> dict:
-    """The --cfg-options strings as tools/train.py will parse them (DictAction)."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--o', nargs='+', action=DictAction, default={})
-    return parser.parse_args(['--o', *options]).o if options else {}
+    """The --cfg-options strings as tools/train.py will parse them (the same action)."""
+    parser = argparse.ArgumentParser(prog='compare_pe.py')
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, default={})
+    return parser.parse_args(['--cfg-options', *options]).cfg_options if options else {}
 
 
 class Launcher:
