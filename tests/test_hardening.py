@@ -340,6 +340,15 @@ def test_cfg_option_that_mmengine_would_ignore_is_an_error(seg_config, option, m
                             'param_scheduler.1.end': 4, 'load_from': 'x.pth'})
 
 
+def test_custom_keys_take_new_entries_that_look_like_existing_ones():
+    # mmdet's layer-wise lr idiom: 'backbone' beside the config's 'backbone.pe.'
+    cfg = Config.fromfile(os.path.join(REPO, 'configs/demo/mask-rcnn_vit-adapter-t-mpvg_fpn_demo.py'))
+    assert 'backbone.pe.' in cfg.optim_wrapper.paramwise_cfg.custom_keys
+    check_cfg_options(cfg, {'optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult': 0.1})
+    with pytest.raises(ConfigOptionError, match=r"did you mean optim_wrapper.paramwise_cfg"):
+        check_cfg_options(cfg, {'optim_wrapper.paramwise_cfgg.custom_keys.backbone.lr_mult': 0.1})
+
+
 @pytest.mark.parametrize('item', ['train_cfg.max_iters', '=2', 'model..depth=2'])
 def test_malformed_cfg_option_is_a_usage_error(item, capsys):
     parser = argparse.ArgumentParser()

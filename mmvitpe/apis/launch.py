@@ -63,6 +63,10 @@ def _paths_ending_with(node, name: str, prefix: str = '', depth: int = 3) -> lis
     return found
 
 
+# dicts whose keys are the user's own choice (mmengine's optimizer constructor)
+FREE_FORM_KEYS = frozenset({'custom_keys'})
+
+
 def check_cfg_options(cfg: Config, options: dict) -> None:
     """Refuse --cfg-options keys that would be silently ignored.
 
@@ -98,7 +102,11 @@ def check_cfg_options(cfg: Config, options: dict) -> None:
                               'here changes nothing else', logger='current', level=30)
                 node = node[part]
                 continue
-            near = difflib.get_close_matches(part, [str(k) for k in node], n=1, cutoff=0.8)
+            # custom_keys' keys are parameter-name substrings: 'backbone' beside
+            # 'backbone.pe.' is a new entry, not a misspelling
+            free_form = depth > 0 and parts[depth - 1] in FREE_FORM_KEYS
+            near = [] if free_form else difflib.get_close_matches(
+                part, [str(k) for k in node], n=1, cutoff=0.8)
             rest = parts[depth + 1:]
             if depth == 0 and part not in READ_AT_RUN_TIME:
                 near = near or _paths_ending_with(node, part)
