@@ -55,7 +55,9 @@ test_evaluator = val_evaluator
 max_epochs = 10
 # validation after 5 epochs shows the learning curve in the log
 train_cfg = dict(max_epochs=max_epochs, val_interval=5)
-optim_wrapper = dict(optimizer=dict(lr=4e-4))
+# 1e-4 (the COCO config's): with 4 images a step, 4e-4 gave half the bbox mAP@0.5
+# on 64 validation scenes (0.107 vs 0.237), 5e-5 0.211
+optim_wrapper = dict(optimizer=dict(lr=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=40),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9], gamma=0.1),
