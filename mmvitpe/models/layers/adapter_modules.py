@@ -28,23 +28,25 @@ class DeformInputs:
     shared by all key levels. ``extent_ratio`` is (rows, cols) of the queries'
     span over the keys': 1 when both grids tile the same padded image; a ViT
     grid of 14-px patches over a 32-multiple image spans a little more.
+    ``spatial_shapes`` stays a list of int pairs (symbolic under dynamic
+    shapes), never a tensor: the op needs no device-side copy of it, and
+    ``torch.compile`` no data-dependent sizes.
     """
 
     def __init__(self, query_shapes: Sequence[Shape], key_shapes: Sequence[Shape],
                  device: torch.device, extent_ratio: Tuple[float, float] = (1., 1.)) -> None:
         points = []
         for h, w in query_shapes:
+            # pixel centres (i + 1/2) / n: arange (not linspace) takes a symbolic length
             ys, xs = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device) / h
+                (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
                 * extent_ratio[0],
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device) / w
+                (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
                 * extent_ratio[1],
                 indexing='ij')
             points.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
         self.reference_points = torch.cat(points)[None, :, None]  # (1, Nq, 1, 2)
-        self.spatial_shapes = torch.as_tensor(key_shapes, dtype=torch.long, device=device)
-        sizes = self.spatial_shapes.prod(1)
-        self.level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+        self.spatial_shapes = [tuple(s) for s in key_shapes]
 
 
 class DWConv(nn.Module):
@@ -106,8 +108,7 @@ class Injector(nn.Module):
     def forward(self, query: Tensor, feat: Tensor, inputs: DeformInputs) -> Tensor:
         def inner(query, feat):
             attn = self.attn(self.query_norm(query), self.feat_norm(feat),
-                             inputs.reference_points, inputs.spatial_shapes,
-                             inputs.level_start_index)
+                             inputs.reference_points, inputs.spatial_shapes)
             return query + self.gamma * attn
         return _checkpointed(inner, self.with_cp, query, feat)
 
@@ -134,8 +135,7 @@ class Extractor(nn.Module):
                 levels: Sequence[Shape]) -> Tensor:
         def inner(query, feat):
             query = query + self.attn(self.query_norm(query), self.feat_norm(feat),
-                                      inputs.reference_points, inputs.spatial_shapes,
-                                      inputs.level_start_index)
+                                      inputs.reference_points, inputs.spatial_shapes)
             if self.ffn is not None:
                 query = query + self.drop_path(self.ffn(self.ffn_norm(query), levels))
             return query
