@@ -77,11 +77,12 @@ def _grid_sample_backward(grad: Tensor, value: Tensor, shapes: Shapes,
             grad * weights[..., level, :], v, g, 0, 0, False, [True, True])
         grad_values.append(grad_v.reshape(b, heads, d, -1).permute(0, 3, 1, 2))
         grad_grids.append(grad_g)
-    grad_value = torch.cat(grad_values, dim=1)
+    grad_value = torch.cat(grad_values, dim=1).contiguous()
     # d grid / d location = 2
     grad_loc = (2 * torch.stack(grad_grids, dim=2)).view(b, heads, q, levels, points, 2)
     grad_w = torch.stack(grad_weights, dim=2).view(b, heads, q, levels, points)
-    return grad_value, grad_loc.transpose(1, 2), grad_w.transpose(1, 2)
+    # contiguous, as the fake kernel says (a compiled backward views them so)
+    return grad_value, grad_loc.transpose(1, 2).contiguous(), grad_w.transpose(1, 2).contiguous()
 
 
 @lru_cache(maxsize=None)
@@ -146,7 +147,7 @@ def _backward_cuda(grad, value, spatial_shapes, sampling_locations, attention_we
     if ext is None:
         return _grid_sample_backward(grad, value, shapes, sampling_locations, attention_weights)
     spatial, start = _mmcv_layout(shapes, value.device)
-    grads = [torch.zeros_like(t) for t in (value, sampling_locations, attention_weights)]
+    grads = [t.new_zeros(t.shape) for t in (value, sampling_locations, attention_weights)]
     ext.ms_deform_attn_backward(value.contiguous(), spatial, start,
                                 sampling_locations.contiguous(), attention_weights.contiguous(),
                                 grad.contiguous(), *grads, im2col_step=MMCV_IM2COL_STEP)
@@ -155,8 +156,7 @@ def _backward_cuda(grad, value, spatial_shapes, sampling_locations, attention_we
 
 @ms_deform_attn_backward.register_fake
 def _backward_fake(grad, value, spatial_shapes, sampling_locations, attention_weights):
-    return (torch.empty_like(value), torch.empty_like(sampling_locations),
-            torch.empty_like(attention_weights))
+    return tuple(t.new_empty(t.shape) for t in (value, sampling_locations, attention_weights))
 
 
 def _setup_context(ctx, inputs, output):

@@ -25,25 +25,26 @@ class DeformInputs:
     Queries are the tokens of ``query_shapes`` grids (concatenated, row-major),
     keys the tokens of ``key_shapes``. Reference points are the query pixel
     centres in (x, y) order, normalised to [0, 1] over the area the keys span,
-    shared by all key levels. ``extent_ratio`` is (rows, cols) of the queries'
-    span over the keys': 1 when both grids tile the same padded image; a ViT
-    grid of 14-px patches over a 32-multiple image spans a little more.
-    ``spatial_shapes`` stays a list of int pairs (symbolic under dynamic
-    shapes), never a tensor: the op needs no device-side copy of it, and
-    ``torch.compile`` no data-dependent sizes.
+    shared by all key levels. ``query_extent`` / ``key_extent`` are the (rows,
+    cols) pixels the query and key grids span, when they differ: a ViT grid of
+    14-px patches over a 32-multiple image spans a little more. They are ints
+    (symbolic under dynamic shapes), as is ``spatial_shapes``, a list of int
+    pairs: no Python float or tensor is made of a size, which keeps
+    ``torch.compile`` from specialising on it.
     """
 
     def __init__(self, query_shapes: Sequence[Shape], key_shapes: Sequence[Shape],
-                 device: torch.device, extent_ratio: Tuple[float, float] = (1., 1.)) -> None:
+                 device: torch.device, query_extent: Optional[Shape] = None,
+                 key_extent: Optional[Shape] = None) -> None:
         points = []
         for h, w in query_shapes:
             # pixel centres (i + 1/2) / n: arange (not linspace) takes a symbolic length
-            ys, xs = torch.meshgrid(
-                (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
-                * extent_ratio[0],
-                (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
-                * extent_ratio[1],
-                indexing='ij')
+            ys, xs = ((torch.arange(n, dtype=torch.float32, device=device) + 0.5) / n
+                      for n in (h, w))
+            if query_extent is not None:
+                ys = ys * query_extent[0] / key_extent[0]
+                xs = xs * query_extent[1] / key_extent[1]
+            ys, xs = torch.meshgrid(ys, xs, indexing='ij')
             points.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
         self.reference_points = torch.cat(points)[None, :, None]  # (1, Nq, 1, 2)
         self.spatial_shapes = [tuple(s) for s in key_shapes]

@@ -204,9 +204,10 @@ class PositionalEncoding(ForeignWeights, BaseModule):
         Training recomputes every time so gradients flow. A memo is valid while
         the parameters are the same tensors, unmodified: loading weights (an
         in-place copy bumps the version) or ``.to()`` / ``.half()`` (new
-        storage) invalidates it.
+        storage) invalidates it. Off while compiling, exporting or tracing
+        (:func:`memo_off`).
         """
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or memo_off():
             return compute()
         cache = self.__dict__.setdefault('_inference_memo', {})
         versions = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in self.parameters())
@@ -216,6 +217,15 @@ class PositionalEncoding(ForeignWeights, BaseModule):
                 cache.clear()
             hit = cache[key] = (versions, compute())
         return hit[1]
+
+
+def memo_off() -> bool:
+    """Whether Python-side memos must step aside: under ``torch.compile`` /
+    ``torch.export`` (dynamo would break the graph at ``data_ptr()`` and fake
+    tensors have no storage), the ONNX exporters and ``torch.jit`` tracing (a
+    memoised tensor would enter the graph as a constant of one grid)."""
+    return (torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+            or torch.jit.is_tracing())
 
 
 def layout_owners(key: str) -> list:
