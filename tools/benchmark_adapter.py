@@ -340,9 +340,6 @@ def report_breakdown(variants, times, flops, args) -> None:
                                           for v in variants) + f" | {row['share']:.2f} | " +
               ' | '.join(f"{row[f'{v}_gflop']:.1f} | {row[f'{v}_gflop_per_s']:.0f}"
                          if f'{v}_gflop' in row else '– | –' for v in variants) + ' |')
-    for v, seconds in compile_times.items():
-        print(f'{v}: compile time {seconds:.1f} s (first training and inference call, '
-              f'{args.compile})')
     if args.csv:
         write_csv(rows, args.csv)
 
