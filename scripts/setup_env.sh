@@ -107,6 +107,8 @@ if [[ ! -f $STAMP ]]; then
     fi
     say "installing mmdet and mmsegmentation"
     pip_c -r "$REPO/requirements/openmmlab.txt"
+    say "installing onnx, onnxscript and onnxruntime (ONNX export and its tests)"
+    pip_c -r "$REPO/requirements/export.txt"
 fi
 
 say "installing mmvitpe (editable) from $REPO"

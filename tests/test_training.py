@@ -1,6 +1,7 @@
 """End to end through the real Runner on the built-in demo data (CPU)."""
 import glob
 import json
+import math
 import os
 import signal
 import subprocess
@@ -88,6 +89,16 @@ def test_segmentation_trains_validates_and_lowers_the_loss(demo_data, tmp_path):
     assert len(losses) == 12
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
     assert 'mIoU' in out.stdout + out.stderr
+
+
+def test_compile_option_trains_with_a_compiled_backbone(demo_data, tmp_path):
+    # aot_eager: dynamo and AOT autograd as with inductor, without its code generation
+    out = run(train_cmd(SEG, tmp_path, seg_options(demo_data, iters=2)
+                        + ['compile.backend=aot_eager', 'compile.fullgraph=True']))
+    assert "compiled the backbone (ViTAdapter) with torch.compile({'backend': 'aot_eager', " \
+        "'fullgraph': True})" in out.stdout + out.stderr
+    losses = logged(tmp_path, 'loss')
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
 
 
 def test_a_killed_run_resumes(demo_data, tmp_path):

@@ -25,7 +25,11 @@ per-stage ViT features) unless --layout det (window 14, blocks 2/5/8/11 global).
 Usage:
     python tools/benchmark_adapter.py [--original /path/to/ViT-Adapter]
         [--schemes LearnedPE MPVG ...] [--repeats 5] [--device cpu|cuda] [--csv out.csv]
-        [--breakdown]
+        [--breakdown] [--compile [BACKEND]]
+
+--compile adds ``compiled:<scheme>`` variants: ours under
+``torch.compile(fullgraph=True)``, timed after their compile (whose time, the
+first training and inference call, is reported apart; no memory row).
 """
 import argparse
 import os
@@ -153,6 +157,12 @@ def worker(args) -> None:
     else:
         model = build_ours(args.variant.split(':', 1)[1], args.layout, args.load_weights)
     model = model.to(args.device).train()
+    compile_s = 0.
+    if args.variant.startswith('compiled:'):
+        # the first call of each mode compiles its graph: timed apart, as compile time
+        model = torch.compile(model, backend=args.compile, fullgraph=True)
+        warm = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+        compile_s = step(model, warm, True, args.device) + step(model, warm, False, args.device)
     if args.memory:
         img = torch.randn(1, 3, args.memory_size, args.memory_size, device=args.device)
         idle = current_rss_kb()
@@ -164,7 +174,7 @@ def worker(args) -> None:
         return
     img = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
     parts = {}  # built on the first part request only
-    print('ready', flush=True)
+    print(f'ready {compile_s}', flush=True)
     for line in sys.stdin:
         request, _, part = line.strip().partition(':')
         if part and not parts:
@@ -185,6 +195,8 @@ def spawn(variant: str, args, extra=()) -> subprocess.Popen:
            str(args.batch), '--memory-size', str(args.memory_size), *extra]
     if args.original:
         cmd += ['--original', args.original]
+    if args.compile:
+        cmd += ['--compile', args.compile]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
@@ -205,6 +217,9 @@ def main() -> None:
     parser.add_argument('--breakdown', action='store_true',
                         help='time the parts (forward+backward) instead; no memory')
     parser.add_argument('--csv')
+    parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
+                        help='also time torch.compile(fullgraph=True) of ours (backend '
+                        'default inductor); the compile time is reported apart')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     parser.add_argument('--memory', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--save-weights', help=argparse.SUPPRESS)
@@ -217,14 +232,18 @@ def main() -> None:
     from mmengine.utils import ProgressBar
 
     from mmvitpe.utils.tables import write_csv
-    variants = (['original'] if args.original else []) + [f'ours:{s}' for s in args.schemes]
+    variants = ((['original'] if args.original else []) + [f'ours:{s}' for s in args.schemes]
+                + ([f'compiled:{s}' for s in args.schemes] if args.compile else []))
     weights = os.path.join(tempfile.mkdtemp(), 'original.pth')
-    workers = {}
+    workers, compile_times = {}, {}
     for v in variants:  # the original first: it writes the weights ours:LearnedPE loads
         extra = (['--save-weights', weights] if v == 'original' else
                  ['--load-weights', weights] if args.original else [])
         workers[v] = spawn(v, args, extra)
-        assert workers[v].stdout.readline().strip() == 'ready', f'{v} failed to start'
+        ready, _, compile_s = workers[v].stdout.readline().strip().partition(' ')
+        assert ready == 'ready', f'{v} failed to start'
+        if v.startswith('compiled:'):
+            compile_times[v] = float(compile_s)
     modes = [f'part:{p}' for p in PARTS] + ['train'] if args.breakdown else ['fwd', 'train']
     times = {(v, m): [] for v in variants for m in modes}
     progress = ProgressBar(args.warmup + args.repeats)
@@ -251,7 +270,7 @@ def main() -> None:
         return report_breakdown(variants, times, flops, args)
     memory = {}
     if not args.no_memory:
-        for v in variants:
+        for v in (v for v in variants if not v.startswith('compiled:')):
             extra = ['--memory'] + (['--load-weights', weights] if args.original else [])
             out = spawn(v, args, extra).communicate()[0]
             memory[v] = float(out.strip().splitlines()[-1])
@@ -275,6 +294,9 @@ def main() -> None:
         rows.append(row)
         print(f"| {v} | {row['fwd_ms']:.0f} | {row['fwd_ratio']:.2f} | {row['train_ms']:.0f} | "
               f"{row['train_ratio']:.2f} | {row['memory_mib']:.0f} | {row['memory_ratio']:.2f} |")
+    for v, seconds in compile_times.items():
+        print(f'{v}: compile time {seconds:.1f} s (first training and inference call, '
+              f'{args.compile})')
     if args.csv:
         write_csv(rows, args.csv)
 

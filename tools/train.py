@@ -3,6 +3,9 @@
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
         [--resume [auto|PATH]] [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
 
+``compile=True`` (or a dict of torch.compile arguments) in the config or in
+--cfg-options compiles the backbone (see :func:`compile_backbone`).
+
 Multi-GPU: tools/dist_train.sh CONFIG GPUS; CPU machines train with gloo.
 """
 import argparse
@@ -33,6 +36,20 @@ def parse_args():
     return parse_common_args(parser)
 
 
+def compile_backbone(model, options) -> None:
+    """The config's ``compile`` (True or torch.compile's arguments), applied to the
+    backbone's forward. mmengine 0.10.7 would compile the whole ``train_step``,
+    optimizer step included, which dynamo cannot trace (it fails in the
+    optimizer's ``param_groups``); the backbone is the part this package keeps
+    in one graph (the detector/segmentor heads run eagerly)."""
+    from mmengine.model import is_model_wrapper
+    options = {} if options is True else dict(options)
+    backbone = (model.module if is_model_wrapper(model) else model).backbone
+    backbone.forward = torch.compile(backbone.forward, **options)
+    print_log(f'compiled the backbone ({type(backbone).__name__}) with torch.compile({options})',
+              logger='current')
+
+
 def main():
     args = parse_args()
     with exit_on_bad_input():
@@ -55,12 +72,16 @@ def main():
         cfg.resume, cfg.load_from = True, args.resume
     with exit_on_bad_input():
         resume_from = apply_resume_policy(cfg)
+    # taken out of the config, so that mmengine does not compile train_step itself
+    compile_options = cfg.pop('compile', None)
     init_cpu_distributed(args.launcher)
     try:
         with exit_on_bad_input():
             runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
             if resume_from:
                 runner.register_hook(CheckpointFitHook(check_resume_fits, resume_from))
+            if compile_options:
+                compile_backbone(runner.model, compile_options)
             runner.train()
     finally:
         close_distributed()

@@ -4,9 +4,9 @@ The image is zero-padded at the bottom/right to a size every level divides, and
 each output level is cropped back to the part covering the real image, so the
 levels stay aligned with it.
 """
-import math
 from typing import Sequence, Tuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -26,21 +26,33 @@ def prefix_tokens_off_by_default(kwargs: dict) -> None:
 
 def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
     height, width = img.shape[-2:]
-    return F.pad(img, (0, -width % multiple, 0, -height % multiple))
+    # by floor division, not -size % multiple: torch.compile's scalar pass has no
+    # Python modulo of a symbolic size (dynamic shapes)
+    pad_w = (width + multiple - 1) // multiple * multiple - width
+    pad_h = (height + multiple - 1) // multiple * multiple - height
+    return F.pad(img, (0, pad_w, 0, pad_h))
 
 
-def resample_to_level(vit_map: Tensor, scale: float, shape) -> Tensor:
+def resample_to_level(vit_map: Tensor, patch_size: int, stride: int, shape) -> Tensor:
     """A ViT map resampled bilinearly at a pyramid level's pixel centres: scaled
-    by (the map's stride) / (the level's), then cropped to the level (a 14-px grid
+    by (the map's stride ``patch_size``) / (the level's ``stride``), then cropped to the level (a 14-px grid
     spans a few pixels more than the 32-padded image; with patch 16 nothing is
-    cropped)."""
-    out = F.interpolate(vit_map, scale_factor=scale, mode='bilinear', align_corners=False,
-                        recompute_scale_factor=False)
+    cropped).
+
+    ``F.interpolate(scale_factor=patch_size / stride, recompute_scale_factor=False)``
+    spelled out: its output size, floor(grid * patch / stride), in integer
+    arithmetic, because under dynamic shapes a float of a symbolic size breaks
+    torch.compile's scalar handling.
+    """
+    size = [g * patch_size // stride for g in vit_map.shape[-2:]]
+    scale = patch_size / stride
+    out = torch.ops.aten.upsample_bilinear2d.default(vit_map, size, False, scale, scale)
     return out[..., :shape[-2], :shape[-1]]
 
 
 def crop_to_image(feat: Tensor, image_size: Tuple[int, int], stride: int) -> Tensor:
-    return feat[..., :math.ceil(image_size[0] / stride), :math.ceil(image_size[1] / stride)]
+    # ceil division in ints (a float would be a symbolic float under dynamic shapes)
+    return feat[..., :-(-image_size[0] // stride), :-(-image_size[1] // stride)]
 
 
 def tokens_to_map(tokens: Tensor, grid: Tuple[int, int]) -> Tensor:

@@ -267,10 +267,10 @@ class ViTAdapter(PEViT):
             x, state = self.embed(img)
         # the ViT pads to whole patches: with a patch size that does not divide 32
         # (DINOv2, EVA-02: 14) its grid spans a few pixels more than the pyramid's
-        vit_span = [g * self.patch_size / size for g, size in zip(state.grid, img.shape[-2:])]
-        inject_inputs = DeformInputs([state.grid], levels, img.device, vit_span)
-        extract_inputs = DeformInputs(levels, [state.grid], img.device,
-                                      [1 / r for r in vit_span])
+        vit_span = tuple(g * self.patch_size for g in state.grid)
+        padded = tuple(img.shape[-2:])
+        inject_inputs = DeformInputs([state.grid], levels, img.device, vit_span, padded)
+        extract_inputs = DeformInputs(levels, [state.grid], img.device, padded, vit_span)
         # prefix tokens (class, registers) run through the ViT blocks only; the
         # injectors and extractors see the patch tokens (DINOv3's InteractionBlockWithCls)
         prefix = self.num_prefix_tokens
@@ -300,7 +300,7 @@ class ViTAdapter(PEViT):
                                       state.grid) for t in read_outs]
             if self.vit_feature_mode == 'last':
                 vit_maps = vit_maps * 4
-            pyramid = [feat + resample_to_level(vit_map, self.patch_size / stride, feat.shape)
+            pyramid = [feat + resample_to_level(vit_map, self.patch_size, stride, feat.shape)
                        for feat, vit_map, stride in zip(pyramid, vit_maps, OUT_STRIDES)]
         return normed_outputs(pyramid, (self.norm1, self.norm2, self.norm3, self.norm4),
                               image_size)

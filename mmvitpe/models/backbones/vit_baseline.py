@@ -80,7 +80,7 @@ class ViTBaseline(PEViT):
             feat = fpn(feat)
             padded = (img.shape[-2] // stride, img.shape[-1] // stride)
             if feat.shape[-2:] != padded:  # patch size != 16: strides patch/4 .. 2*patch
-                feat = resample_to_level(feat, self.patch_size / 16, padded)
+                feat = resample_to_level(feat, self.patch_size, 16, padded)
             pyramid.append(feat)
         return normed_outputs(pyramid, (self.norm1, self.norm2, self.norm3, self.norm4),
                               image_size)

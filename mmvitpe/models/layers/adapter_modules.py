@@ -25,26 +25,29 @@ class DeformInputs:
     Queries are the tokens of ``query_shapes`` grids (concatenated, row-major),
     keys the tokens of ``key_shapes``. Reference points are the query pixel
     centres in (x, y) order, normalised to [0, 1] over the area the keys span,
-    shared by all key levels. ``extent_ratio`` is (rows, cols) of the queries'
-    span over the keys': 1 when both grids tile the same padded image; a ViT
-    grid of 14-px patches over a 32-multiple image spans a little more.
+    shared by all key levels. ``query_extent`` / ``key_extent`` are the (rows,
+    cols) pixels the query and key grids span, when they differ: a ViT grid of
+    14-px patches over a 32-multiple image spans a little more. They are ints
+    (symbolic under dynamic shapes), as is ``spatial_shapes``, a list of int
+    pairs: no Python float or tensor is made of a size, which keeps
+    ``torch.compile`` from specialising on it.
     """
 
     def __init__(self, query_shapes: Sequence[Shape], key_shapes: Sequence[Shape],
-                 device: torch.device, extent_ratio: Tuple[float, float] = (1., 1.)) -> None:
+                 device: torch.device, query_extent: Optional[Shape] = None,
+                 key_extent: Optional[Shape] = None) -> None:
         points = []
         for h, w in query_shapes:
-            ys, xs = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device) / h
-                * extent_ratio[0],
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device) / w
-                * extent_ratio[1],
-                indexing='ij')
+            # pixel centres (i + 1/2) / n: arange (not linspace) takes a symbolic length
+            ys, xs = ((torch.arange(n, dtype=torch.float32, device=device) + 0.5) / n
+                      for n in (h, w))
+            if query_extent is not None:
+                ys = ys * query_extent[0] / key_extent[0]
+                xs = xs * query_extent[1] / key_extent[1]
+            ys, xs = torch.meshgrid(ys, xs, indexing='ij')
             points.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
         self.reference_points = torch.cat(points)[None, :, None]  # (1, Nq, 1, 2)
-        self.spatial_shapes = torch.as_tensor(key_shapes, dtype=torch.long, device=device)
-        sizes = self.spatial_shapes.prod(1)
-        self.level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+        self.spatial_shapes = [tuple(s) for s in key_shapes]
 
 
 class DWConv(nn.Module):
@@ -106,8 +109,7 @@ class Injector(nn.Module):
     def forward(self, query: Tensor, feat: Tensor, inputs: DeformInputs) -> Tensor:
         def inner(query, feat):
             attn = self.attn(self.query_norm(query), self.feat_norm(feat),
-                             inputs.reference_points, inputs.spatial_shapes,
-                             inputs.level_start_index)
+                             inputs.reference_points, inputs.spatial_shapes)
             return query + self.gamma * attn
         return _checkpointed(inner, self.with_cp, query, feat)
 
@@ -134,8 +136,7 @@ class Extractor(nn.Module):
                 levels: Sequence[Shape]) -> Tensor:
         def inner(query, feat):
             query = query + self.attn(self.query_norm(query), self.feat_norm(feat),
-                                      inputs.reference_points, inputs.spatial_shapes,
-                                      inputs.level_start_index)
+                                      inputs.reference_points, inputs.spatial_shapes)
             if self.ffn is not None:
                 query = query + self.drop_path(self.ffn(self.ffn_norm(query), levels))
             return query

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
-from .base import (Grid, PEState, PositionalEncoding, expand_relative_table, pad_prefix,
-                   relative_offsets)
+from .base import (Grid, PEState, PositionalEncoding, expand_relative_table, memo_off,
+                   pad_prefix, relative_offsets)
 
 
 def alibi_slopes(num_heads: int) -> List[float]:
@@ -56,14 +56,19 @@ class FixedLogitBias(PositionalEncoding):
     def logit_terms(self, block: int, attn_grid: Grid, state: PEState, num_prefix: int):
         if block not in self.blocks:
             return None, None
+        if memo_off():
+            return pad_prefix(self._bias(block, attn_grid), num_prefix, 0.0), None
         memo = self.__dict__.setdefault('_bias_memo', {})
         key = (self._memo_block(block), tuple(attn_grid), self.slopes.device)
         if key not in memo:
             if len(memo) >= 32:
                 memo.clear()
-            memo[key] = expand_relative_table(self.offset_table(block, attn_grid),
-                                              attn_grid, key_minus_query=True)
+            memo[key] = self._bias(block, attn_grid)
         return pad_prefix(memo[key], num_prefix, 0.0), None
+
+    def _bias(self, block: int, attn_grid: Grid) -> Tensor:
+        return expand_relative_table(self.offset_table(block, attn_grid), attn_grid,
+                                     key_minus_query=True)
 
     def _memo_block(self, block: int) -> int:
         """Blocks that share one bias share one memo entry."""

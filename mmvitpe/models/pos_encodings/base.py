@@ -22,7 +22,7 @@ A scheme also owns its weights' foreign layouts (``foreign_keys`` and
 """
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Callable, ClassVar, Dict, Optional, Pattern, Sequence, Tuple, Union
 
 import torch
@@ -204,9 +204,10 @@ class PositionalEncoding(ForeignWeights, BaseModule):
         Training recomputes every time so gradients flow. A memo is valid while
         the parameters are the same tensors, unmodified: loading weights (an
         in-place copy bumps the version) or ``.to()`` / ``.half()`` (new
-        storage) invalidates it.
+        storage) invalidates it. Off while compiling, exporting or tracing
+        (:func:`memo_off`).
         """
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or memo_off():
             return compute()
         cache = self.__dict__.setdefault('_inference_memo', {})
         versions = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in self.parameters())
@@ -216,6 +217,15 @@ class PositionalEncoding(ForeignWeights, BaseModule):
                 cache.clear()
             hit = cache[key] = (versions, compute())
         return hit[1]
+
+
+def memo_off() -> bool:
+    """Whether Python-side memos must step aside: under ``torch.compile`` /
+    ``torch.export`` (dynamo would break the graph at ``data_ptr()`` and fake
+    tensors have no storage), the ONNX exporters and ``torch.jit`` tracing (a
+    memoised tensor would enter the graph as a constant of one grid)."""
+    return (torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+            or torch.jit.is_tracing())
 
 
 def layout_owners(key: str) -> list:
@@ -239,7 +249,21 @@ def pad_prefix(table: Tensor, num_prefix: int, value: float) -> Tensor:
     return F.pad(table, (num_prefix, 0, num_prefix, 0), value=value)
 
 
-@lru_cache(maxsize=32)
+def eager_lru_cache(maxsize: int):
+    """``functools.lru_cache``, bypassed while :func:`memo_off`: an export traces
+    the Python with fake tensors, which would otherwise stay in the cache and
+    come back to later eager calls."""
+    def decorate(fn):
+        cached = lru_cache(maxsize=maxsize)(fn)
+
+        @wraps(fn)
+        def call(*args):
+            return fn(*args) if memo_off() else cached(*args)
+        return call
+    return decorate
+
+
+@eager_lru_cache(maxsize=32)
 def relative_offsets(grid: Grid, device: torch.device) -> Tensor:
     """All distinct 2D offsets of an H x W grid: ((2H-1)(2W-1), 2) float (dx, dy),
     row-major over dy then dx, from -(H-1) to H-1 (memoised; read-only)."""
@@ -258,6 +282,13 @@ def expand_relative_table(table: Tensor, grid: Grid, key_minus_query: bool) -> T
     so there is no (N, N) index gather and its scatter-add backward.
     """
     heads, h, w = table.shape[0], grid[0], grid[1]
+    if torch.jit.is_tracing():  # the TorchScript ONNX exporter cannot export this unfold
+        ys, xs = (t.flatten() for t in torch.meshgrid(
+            torch.arange(h, device=table.device), torch.arange(w, device=table.device),
+            indexing='ij'))
+        sign = 1 if key_minus_query else -1
+        return table[:, sign * (ys[None] - ys[:, None]) + h - 1,
+                     sign * (xs[None] - xs[:, None]) + w - 1]
     # windows[:, r, s, a, b] = table[:, r + a, s + b]
     windows = table.unfold(1, h, 1).unfold(2, w, 1)
     # key - query: r = H-1-y_i, a = y_j; query - key: r = y_i, a = H-1-y_j

@@ -131,7 +131,7 @@ class LookHere(FixedLogitBias):
             seen = torch.ones_like(dist, dtype=torch.bool)
             for atom in masks:
                 if atom != 'zero':
-                    seen &= _visible(atom, dx, dy)
+                    seen = seen & _visible(atom, dx, dy)  # out of place: traceable
             tables.append(table.masked_fill(~seen, float('-inf')))
         return torch.stack(tables)
 

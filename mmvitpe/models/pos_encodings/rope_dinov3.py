@@ -42,7 +42,7 @@ from timm.layers.pos_embed_sincos import make_coords_dinov3
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
-from .base import Grid, PEState, PositionalEncoding
+from .base import Grid, PEState, PositionalEncoding, memo_off
 
 NORMALIZE_COORDS = ('separate', 'min', 'max')
 
@@ -135,7 +135,7 @@ class RoPEDINOv3(PositionalEncoding):
 
     def prepare(self, grid: Grid, device, dtype) -> PEState:
         state = PEState(tuple(grid))
-        if self._augmented():
+        if self._augmented() or memo_off():
             state.tensors['rope'] = self._cos_sin(state.grid)
         else:  # the buffer is not a parameter: its version joins the memo key
             key = (state.grid, device, self.periods._version, self.periods.data_ptr())

@@ -73,8 +73,10 @@ class RoPEEVA02(RotaryPE):
         """Per patch of ``grid``: a grid spans the reference grid (EVA's interpolation)."""
         if self.ref_grid is None:
             return self.freqs
-        scale = self.freqs.new_tensor([self.ref_grid[1] / grid[1], self.ref_grid[0] / grid[0]])
-        return self.freqs * scale[:, None, None, None]
+        # tensor by int arithmetic: a Python float of a (symbolic) grid side would break
+        # torch.compile's scalar handling under dynamic shapes
+        return torch.stack([self.freqs[0] * self.ref_grid[1] / grid[1],
+                            self.freqs[1] * self.ref_grid[0] / grid[0]])
 
     def frequencies(self) -> Tensor:
         """(2, 1, 1, d/2) radians per patch at the pretraining grid (pair m:

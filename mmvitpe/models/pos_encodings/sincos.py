@@ -11,21 +11,19 @@ T = 10000. Nothing is learned; the table is generated exactly for any grid
 ``build_sincos2d_pos_embed`` gives only the 'timm' layout, so both are
 generated here.
 """
-from functools import lru_cache
-
 import torch
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.utils.validation import check_positive
-from .base import Grid, PEState, PositionalEncoding
+from .base import Grid, PEState, PositionalEncoding, eager_lru_cache
 from .learned import add_to_tokens
 
 
 LAYOUTS = ('mae', 'timm')
 
 
-@lru_cache(maxsize=16)
+@eager_lru_cache(maxsize=16)
 def sincos_2d(grid: Grid, dim: int, temperature: float = 10000.,
               layout: str = 'mae') -> Tensor:
     """(H*W, dim) table, row-major over (y, x); memoised (treat as read-only)."""

@@ -1,0 +1,115 @@
+"""The multi-scale deformable attention op (mmvitpe/ops) and the module on it."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from mmvitpe.models.layers.deformable_attention import DeformableAttention
+from mmvitpe.ops import ms_deform_attn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES = [(6, 8), (3, 4)]
+
+
+def op_inputs(dtype=torch.float32, batch=2, queries=5, heads=2, dim=4, points=3):
+    """Random inputs, some sampling locations outside the map (zero padding)."""
+    keys = sum(h * w for h, w in SHAPES)
+    value = torch.randn(batch, keys, heads, dim, dtype=dtype)
+    loc = torch.rand(batch, queries, heads, len(SHAPES), points, 2, dtype=dtype) * 1.2 - 0.1
+    weights = torch.rand(batch, queries, heads, len(SHAPES), points, dtype=dtype)
+    return [t.requires_grad_() for t in (value, loc, weights)]
+
+
+def flat(shapes):
+    return [s for hw in shapes for s in hw]
+
+
+def test_op_equals_mmcv_pure_pytorch_core_in_value_and_gradient():
+    from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+    value, loc, weights = op_inputs()
+    ours = ms_deform_attn(value, flat(SHAPES), loc, weights)
+    theirs = multi_scale_deformable_attn_pytorch(value, torch.tensor(SHAPES), loc, weights)
+    assert ours.shape == (2, 5, 8)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    grad = torch.randn_like(ours)
+    for a, b in zip(torch.autograd.grad(ours, (value, loc, weights), grad),
+                    torch.autograd.grad(theirs, (value, loc, weights), grad)):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_op_gradient_by_gradcheck_in_double():
+    value, loc, weights = op_inputs(torch.float64, batch=1, queries=3, heads=2, dim=2, points=2)
+    assert torch.autograd.gradcheck(
+        lambda v, l, w: ms_deform_attn(v, flat(SHAPES), l, w), (value, loc, weights))
+
+
+def test_op_registration_passes_torch_library_opcheck():
+    """Schema, fake kernel (shapes and dtypes), autograd registration, and the
+    dynamo/AOT path all agree with the real kernel."""
+    value, loc, weights = op_inputs(batch=1, queries=2)
+    torch.library.opcheck(torch.ops.mmvitpe.ms_deform_attn.default,
+                          (value, flat(SHAPES), loc, weights))
+
+
+def test_module_equals_mmcv_module_with_its_weights():
+    from mmcv.ops import MultiScaleDeformableAttention
+    theirs = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=2,
+                                           num_points=3, batch_first=True, dropout=0.)
+    ours = DeformableAttention(32, 4, 2, 3)
+    # same names, shapes and (deterministic part of the) initialisation
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    torch.testing.assert_close(ours.sampling_offsets.bias, theirs.sampling_offsets.bias)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    ours.load_state_dict(theirs.state_dict())
+    query = torch.randn(2, 7, 32, requires_grad=True)
+    value = torch.randn(2, 60, 32, requires_grad=True)
+    ref = torch.rand(1, 7, 1, 2)
+    out = ours(query, value, ref, SHAPES)
+    expected = theirs(query, value=value, identity=torch.zeros(()), reference_points=ref,
+                      spatial_shapes=torch.tensor(SHAPES), level_start_index=torch.tensor([0, 48]))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    for a, b in zip(torch.autograd.grad(out.square().sum(), (query, value)),
+                    torch.autograd.grad(expected.square().sum(), (query, value))):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_module_names_a_value_length_that_does_not_fit_the_shapes():
+    attn = DeformableAttention(16, 2, 2, 2)
+    with pytest.raises(ValueError, match=r'\[\(6, 8\), \(3, 4\)\] hold 60 tokens, value has 59'):
+        attn(torch.randn(1, 3, 16), torch.randn(1, 59, 16), torch.rand(1, 3, 1, 2), SHAPES)
+
+
+def test_backbones_import_and_run_without_mmcv_compiled_ops():
+    """The ViT core, every PE scheme and the backbones need no ``mmcv._ext``."""
+    code = textwrap.dedent('''
+        import sys
+        sys.modules['mmcv._ext'] = None  # makes "import mmcv._ext" raise ImportError
+        import torch
+        from mmvitpe.models import PEViT, ViTAdapter, ViTBaseline
+        from mmvitpe.registry import POS_ENCODINGS
+        schemes = sorted(POS_ENCODINGS.module_dict)
+        img = torch.randn(1, 3, 32, 32)
+        for scheme in schemes:
+            PEViT(embed_dim=32, depth=2, num_heads=2, pretrain_size=32,
+                  pos_embed=dict(type=scheme))(img).sum().backward()
+        model = ViTAdapter(embed_dim=32, depth=2, num_heads=2, deform_num_heads=2,
+                           conv_inplane=8, pretrain_size=32, pos_embed=dict(type='MPVG'),
+                           interaction_indexes=[[0, 0], [1, 1]], vit_final_norm=True)
+        batch = torch.randn(2, 3, 64, 64)  # the BNs in train mode need 2 values at 1/32
+        sum(o.sum() for o in model(batch)).backward()
+        outs = ViTBaseline(embed_dim=32, depth=2, num_heads=2, pretrain_size=32,
+                           out_indices=[0, 0, 1, 1])(batch)
+        assert len(outs) == 4
+        assert 'mmcv.ops' not in sys.modules, 'mmcv.ops was imported'
+        print('ran', len(schemes), 'schemes')
+    ''')
+    done = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f'ran {len(__import__("mmvitpe").POS_ENCODINGS.module_dict)} schemes' in done.stdout
