@@ -17,10 +17,10 @@ from helpers import one_intra_op_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures('one_intra_op_thread')
 SCHEMES = sorted(POS_ENCODINGS.module_dict)
-# the adapter consults the PE at the ViT's own sites: a sample of the kinds of scheme
-# (table, layer-wise chain with a final-norm term, rotary, biases, gain, conv)
-ADAPTER_SCHEMES = ['LearnedPE', 'MPVG', 'RoPEMixedAPE', 'RoPEDINOv3', 'BEiTPE', 'LookHere',
-                   'SPViTPE']
+# the adapter consults the PE at the ViT's own sites (every scheme is traced in PEViT):
+# a sample of the kinds of scheme, ~6 s each (layer-wise chain with a final-norm term,
+# table + rotary, table + relative bias with class entries, table + gain + conv)
+ADAPTER_SCHEMES = ['MPVG', 'RoPEMixedAPE', 'BEiTPE', 'SPViTPE']
 
 
 def vit(scheme='LearnedPE'):
@@ -102,9 +102,8 @@ def test_compiled_vit_equals_eager(scheme):
     check_compiled_equals_eager(vit(scheme), torch.randn(2, 3, 32, 40))
 
 
-@pytest.mark.parametrize('scheme', ['LearnedPE', 'RoPEMixedAPE'])
-def test_compiled_adapter_equals_eager(scheme):
-    check_compiled_equals_eager(adapter(scheme), torch.randn(2, 3, 64, 96))
+def test_compiled_adapter_equals_eager():
+    check_compiled_equals_eager(adapter('RoPEMixedAPE'), torch.randn(2, 3, 64, 96))
 
 
 def test_compiled_adapter_equals_eager_under_bf16_autocast():
@@ -115,7 +114,7 @@ def test_compiled_adapter_equals_eager_under_bf16_autocast():
 
 @pytest.mark.parametrize('build,sizes,training', [
     (vit, [(32, 40), (32, 40), (48, 40), (64, 56)], True),
-    (adapter, [(64, 96), (64, 96), (96, 64), (128, 96)], False)], ids=['PEViT', 'ViTAdapter'])
+    (adapter, [(64, 96), (64, 96), (96, 128)], False)], ids=['PEViT', 'ViTAdapter'])
 def test_no_recompile_per_step_nor_per_size_with_dynamic_shapes(build, sizes, training):
     """A fixed size compiles once for any number of steps; with dynamic shapes
     new image sizes reuse the graph. (Sizes start non-square: dynamo would
