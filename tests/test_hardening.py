@@ -18,7 +18,8 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from mmvitpe.apis import (ConfigOptionError, add_common_args, apply_resume_policy,
-                          check_cfg_options, check_resume_fits, read_training_checkpoint)
+                          check_cfg_options, check_resume_fits, compile_arguments,
+                          read_training_checkpoint)
 from mmvitpe.models import PEViT, ViTAdapter, ViTBaseline
 from mmvitpe.weights import (CheckpointError, IncompatibleCheckpointError, load_pretrained,
                              read_state_dict, remap)
@@ -340,9 +341,29 @@ def test_cfg_option_that_mmengine_would_ignore_is_an_error(seg_config, option, m
                             'param_scheduler.1.end': 4, 'load_from': 'x.pth'})
 
 
+@pytest.mark.parametrize('value,message', [
+    ('yes', r"compile='yes': expected True, False or a dict of torch.compile arguments"),
+    (1, r'compile=1: expected True, False'),
+    (dict(bakend='aot_eager'), r'torch.compile takes no bakend; valid: .*backend'),
+])
+def test_bad_compile_option_is_an_error(value, message):
+    with pytest.raises(ConfigOptionError, match=message):
+        compile_arguments(Config(dict(compile=value)))
+
+
+@pytest.mark.parametrize('value,arguments', [
+    (True, {}), (False, None), (None, None), ({}, None),
+    (dict(backend='aot_eager', dynamic=True), dict(backend='aot_eager', dynamic=True))])
+def test_compile_option_gives_torch_compile_arguments(value, arguments):
+    cfg = Config(dict(compile=value, work_dir='w'))
+    assert compile_arguments(cfg) == arguments
+    assert 'compile' not in cfg  # mmengine would compile the whole train_step itself
+
+
 def test_custom_keys_take_new_entries_that_look_like_existing_ones():
     # mmdet's layer-wise lr idiom: 'backbone' beside the config's 'backbone.pe.'
-    cfg = Config.fromfile(os.path.join(REPO, 'configs/demo/mask-rcnn_vit-adapter-t-mpvg_fpn_demo.py'))
+    cfg = Config.fromfile(
+        os.path.join(REPO, 'configs/demo/mask-rcnn_vit-adapter-t-mpvg_fpn_demo.py'))
     assert 'backbone.pe.' in cfg.optim_wrapper.paramwise_cfg.custom_keys
     check_cfg_options(cfg, {'optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult': 0.1})
     with pytest.raises(ConfigOptionError, match=r"did you mean optim_wrapper.paramwise_cfg"):

@@ -17,7 +17,8 @@ from mmengine.runner import Runner
 
 import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
 from mmvitpe.apis import (CheckpointFitHook, add_common_args, apply_resume_policy,
-                          check_resume_fits, close_distributed, exit_on_bad_input,
+                          check_resume_fits, close_distributed, compile_arguments,
+                          exit_on_bad_input,
                           init_cpu_distributed, parse_common_args, prepare_config)
 
 
@@ -36,14 +37,13 @@ def parse_args():
     return parse_common_args(parser)
 
 
-def compile_backbone(model, options) -> None:
-    """The config's ``compile`` (True or torch.compile's arguments), applied to the
+def compile_backbone(model, options: dict) -> None:
+    """The config's ``compile`` (torch.compile's arguments), applied to the
     backbone's forward. mmengine 0.10.7 would compile the whole ``train_step``,
     optimizer step included, which dynamo cannot trace (it fails in the
     optimizer's ``param_groups``); the backbone is the part this package keeps
     in one graph (the detector/segmentor heads run eagerly)."""
     from mmengine.model import is_model_wrapper
-    options = {} if options is True else dict(options)
     backbone = (model.module if is_model_wrapper(model) else model).backbone
     backbone.forward = torch.compile(backbone.forward, **options)
     print_log(f'compiled the backbone ({type(backbone).__name__}) with torch.compile({options})',
@@ -72,15 +72,15 @@ def main():
         cfg.resume, cfg.load_from = True, args.resume
     with exit_on_bad_input():
         resume_from = apply_resume_policy(cfg)
-    # taken out of the config, so that mmengine does not compile train_step itself
-    compile_options = cfg.pop('compile', None)
+        # taken out of the config, so that mmengine does not compile train_step itself
+        compile_options = compile_arguments(cfg)
     init_cpu_distributed(args.launcher)
     try:
         with exit_on_bad_input():
             runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
             if resume_from:
                 runner.register_hook(CheckpointFitHook(check_resume_fits, resume_from))
-            if compile_options:
+            if compile_options is not None:
                 compile_backbone(runner.model, compile_options)
             runner.train()
     finally:

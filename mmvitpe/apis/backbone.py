@@ -15,6 +15,11 @@ def backbone_from_config(config: str, cfg_options: Optional[dict] = None,
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    return backbone_without_init(cfg, pos_embed)
+
+
+def backbone_without_init(cfg: Config, pos_embed: Optional[dict] = None) -> nn.Module:
+    """``cfg.model.backbone`` built without its ``init_cfg`` / ``pretrained``."""
     backbone = dict(cfg.model.backbone)
     for key in ('init_cfg', 'pretrained'):
         backbone.pop(key, None)

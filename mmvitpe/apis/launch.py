@@ -119,6 +119,31 @@ def check_cfg_options(cfg: Config, options: dict) -> None:
             break
 
 
+def compile_arguments(cfg: Config) -> Optional[dict]:
+    """Take the config's ``compile`` out of it: None when it is off (absent,
+    False, None or an empty dict, as mmengine reads it), else the
+    ``torch.compile`` arguments (``{}`` for True).
+
+    Raises:
+        ConfigOptionError: a value that is not a bool or a dict, or a key that
+            ``torch.compile`` does not take (naming it and the valid ones).
+    """
+    value = cfg.pop('compile', False)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return {} if value else None
+    if not isinstance(value, dict):
+        raise ConfigOptionError(f'compile={value!r}: expected True, False or a dict of '
+                                'torch.compile arguments')
+    valid = sorted(set(inspect.signature(torch.compile).parameters) - {'model'})
+    unknown = sorted(set(value) - set(valid))
+    if unknown:
+        raise ConfigOptionError(f'compile: torch.compile takes no {", ".join(unknown)}; '
+                                f'valid: {", ".join(valid)}')
+    return dict(value) or None
+
+
 @contextlib.contextmanager
 def exit_on_bad_input():
     """Bad options and checkpoints end the launcher with their one-line message

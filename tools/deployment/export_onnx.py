@@ -16,18 +16,19 @@ CHECKPOINT is a training checkpoint of the whole model (``backbone.*`` and
 enough to check the graph. The backbone's ``init_cfg`` is never run.
 """
 import argparse
+import os
 import sys
 
 import numpy as np
 import torch
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import init_default_scope
-from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
 import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
-from mmvitpe.apis import add_common_args, exit_on_bad_input, prepare_config
-from mmvitpe.registry import MODELS
+from mmvitpe.apis import (add_common_args, backbone_without_init, exit_on_bad_input,
+                          prepare_config)
+from mmvitpe.weights.reader import read_state_dict
 
 
 class Exported(nn.Module):
@@ -45,19 +46,16 @@ class Exported(nn.Module):
 def build(args) -> Exported:
     with exit_on_bad_input():
         cfg = prepare_config(args.config, args.cfg_options, 'none', None)
-    backbone_cfg = dict(cfg.model.backbone)
-    for key in ('init_cfg', 'pretrained'):
-        backbone_cfg.pop(key, None)
     neck = None
     if args.with_neck:
         if cfg.model.get('neck') is None:
             raise SystemExit(f'--with-neck: {args.config} has no model.neck')
         init_default_scope(cfg.get('default_scope', 'mmdet'))
         neck = ROOT_MODELS.build(cfg.model.neck)
-    model = Exported(MODELS.build(backbone_cfg), neck)
+    model = Exported(backbone_without_init(cfg), neck)
     if args.checkpoint:
-        state = _load_checkpoint(args.checkpoint, map_location='cpu')
-        state = state.get('state_dict', state)
+        with exit_on_bad_input():
+            state = read_state_dict(args.checkpoint)
         parts = ['backbone'] + (['neck'] if neck is not None else [])
         model.load_state_dict({k: v for k, v in state.items() if k.split('.')[0] in parts})
     return model.eval()
@@ -97,6 +95,10 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.shape) < 1 or args.batch < 1:
         raise SystemExit(f'--shape {args.shape} --batch {args.batch}: need positive sizes')
+    if not args.atol >= 0:
+        raise SystemExit(f'--atol {args.atol}: need a tolerance >= 0')
+    if args.checkpoint and not os.path.isfile(args.checkpoint):
+        raise SystemExit(f'error: checkpoint not found: {args.checkpoint}')
     import onnx
     import onnxruntime
 

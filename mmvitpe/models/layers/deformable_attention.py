@@ -87,10 +87,10 @@ class DeformableAttention(BaseModule):
             reference_points: (B or 1, Q, 1, 2), (x, y) in [0, 1].
             spatial_shapes: (h, w) of each level, ints, with sum of h*w = S.
         """
-        if sum(h * w for h, w in spatial_shapes) != value.shape[1]:
-            raise ValueError(f'spatial_shapes {list(spatial_shapes)} hold '
-                             f'{sum(h * w for h, w in spatial_shapes)} tokens, value has '
-                             f'{value.shape[1]}')
+        tokens = sum(h * w for h, w in spatial_shapes)
+        if tokens != value.shape[1]:
+            raise ValueError(f'spatial_shapes {list(spatial_shapes)} hold {tokens} tokens, '
+                             f'value has {value.shape[1]}')
         if query.shape[0] == 0:  # nothing to attend from (view(-1) would be ambiguous)
             return query.new_zeros(query.shape)
         dtype = self.value_proj.weight.dtype
