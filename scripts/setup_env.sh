@@ -72,7 +72,7 @@ if [[ ! -f $STAMP ]]; then
         if ! compgen -G "$WHEELS/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
             src=$(mktemp -d)
             say "building mmcv $MMCV_VERSION ($variant ops) against torch $TORCH_VERSION into $WHEELS"
-            say "this happens once per machine: about 12 minutes on 2 CPU cores (77 files; measured 2026-12-01); log: $src/build.log"
+            say "this happens once per machine: 12 to 29 minutes on 2 CPU cores (77 files; measured 2026-12-01 and 2026-12-02); log: $src/build.log"
             "$PY" -m pip download --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$src" >&2
             tar xzf "$src/mmcv-$MMCV_VERSION.tar.gz" -C "$src"
             # torch 2.14's headers need C++20; mmcv 2.1.0's setup.py forces C++17.

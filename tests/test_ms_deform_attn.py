@@ -55,6 +55,46 @@ def test_op_registration_passes_torch_library_opcheck():
                           (value, flat(SHAPES), loc, weights))
 
 
+@pytest.mark.parametrize('shapes', [[(6, 8), (3, 4)], [(5, 7)], [(3, 9), (7, 2), (1, 1)]])
+@pytest.mark.parametrize('dtype,atol', [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_cpu_gather_path_equals_grid_sample_arithmetic(shapes, dtype, atol):
+    """The CPU kernels (corners gathered by embedding_bag) against the
+    grid_sample arithmetic, on points inside, outside and exactly on the
+    borders where zero padding starts; the op on CPU runs them."""
+    module = sys.modules['mmvitpe.ops.ms_deform_attn']
+    keys = sum(h * w for h, w in shapes)
+    value = torch.randn(2, keys, 3, 4, dtype=dtype)
+    loc = torch.rand(2, 9, 3, len(shapes), 4, 2, dtype=dtype) * 1.6 - 0.3
+    (h, w), far = shapes[0], 1e4
+    loc[0, :6, 0, 0, 0] = torch.tensor([[-0.5 / w, 0.5], [1 + 0.5 / w, 0.5], [0.5, -0.5 / h],
+                                        [0.5, 1 + 0.5 / h], [-far, far], [0.5 / w, 0.5 / h]],
+                                       dtype=dtype)
+    weights = torch.rand(2, 9, 3, len(shapes), 4, dtype=dtype)
+    args = (value, shapes, loc, weights)
+    expected = module.ms_deform_attn_grid_sample(*args)
+    gathered = module.ms_deform_attn_gather(*args)
+    torch.testing.assert_close(gathered, expected, atol=atol, rtol=0)
+    assert torch.equal(ms_deform_attn(value, flat(shapes), loc, weights), gathered)
+    torch.testing.assert_close(module._bilinear_samples_gather(*args[:3]),
+                               module._bilinear_samples_grid_sample(*args[:3]), atol=atol, rtol=0)
+    grad = torch.randn_like(expected)
+    cpu = torch.ops.mmvitpe.ms_deform_attn_backward(grad, value, flat(shapes), loc, weights)
+    generic = module._gradients(grad, *args, module._bilinear_samples_grid_sample)
+    for a, b in zip(cpu, generic):
+        torch.testing.assert_close(a, b, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_cpu_gather_path_runs_in_half_precisions(dtype):
+    value, loc, weights = (t.detach() for t in op_inputs())
+    args = [t.to(dtype).requires_grad_() for t in (value, loc, weights)]
+    out = ms_deform_attn(args[0], flat(SHAPES), args[1], args[2])
+    assert out.dtype == dtype
+    out.float().sum().backward()
+    expected = ms_deform_attn(value, flat(SHAPES), loc, weights)
+    torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.02)
+
+
 def test_module_equals_mmcv_module_with_its_weights():
     from mmcv.ops import MultiScaleDeformableAttention
     theirs = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=2,

@@ -177,6 +177,20 @@ class InteractionBlock(nn.Module):
         return c
 
 
+# read once: dynamo cannot trace the call
+CPU_HAS_AVX512 = torch.backends.cpu.get_cpu_capability().startswith('AVX512')
+
+
+def _conv_memory_format(img: Tensor) -> torch.memory_format:
+    """The spatial prior module's conv layout. Channels-last ran its stem's
+    forward+backward 1.4-1.8x faster on the CPU first measured (its ISA not
+    recorded) and 1.55x slower on an AVX2 AMD EPYC (README, benchmark notes);
+    so it stays on where AVX-512 or CUDA is, untested there since."""
+    if img.device.type == 'cpu' and not CPU_HAS_AVX512:
+        return torch.contiguous_format
+    return torch.channels_last
+
+
 class SpatialPriorModule(ForeignWeights, nn.Module):
     """Conv stem giving the spatial prior at strides 4, 8, 16 and 32.
 
@@ -229,9 +243,7 @@ class SpatialPriorModule(ForeignWeights, nn.Module):
         return None
 
     def forward(self, img: Tensor) -> List[Tensor]:
-        # channels-last: the faster conv layout on CPU (README, benchmark notes), and
-        # the maps then flatten to tokens without a copy
-        c1 = self.stem(img.contiguous(memory_format=torch.channels_last))
+        c1 = self.stem(img.contiguous(memory_format=_conv_memory_format(img)))
         c2 = self.conv2(c1)
         c3 = self.conv3(c2)
         c4 = self.conv4(c3)
