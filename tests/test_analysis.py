@@ -178,6 +178,8 @@ def readme_benchmark_commands():
         args = re.sub(r'--original <[^>]*>', '', args)
         # a scheme list shortened to its first two
         args = re.sub(r'(--schemes \S+(?: [A-Z]\S*)?)(?: [A-Z]\S*)*', r'\1', args)
+        # inductor compiles for minutes on CPU; aot_eager runs the same variants
+        args = re.sub(r'--compile(?=\s+--|\s*$)', '--compile aot_eager', args)
         commands.append([tool, *args.split()])
     return commands
 
