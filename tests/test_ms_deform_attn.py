@@ -91,6 +91,8 @@ def test_cpu_gather_path_runs_in_half_precisions(dtype):
     out = ms_deform_attn(args[0], flat(SHAPES), args[1], args[2])
     assert out.dtype == dtype
     out.float().sum().backward()
+    for t in args:
+        assert t.grad.dtype == dtype and t.grad.isfinite().all() and t.grad.abs().sum() > 0
     expected = ms_deform_attn(value, flat(SHAPES), loc, weights)
     torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.02)
 
