@@ -59,18 +59,6 @@ def _per_level(value: Tensor, shapes: Shapes, sampling_locations: Tensor):
                grids[:, :, :, level].transpose(1, 2).flatten(0, 1))
 
 
-def ms_deform_attn_grid_sample(value: Tensor, shapes: Shapes, sampling_locations: Tensor,
-                               attention_weights: Tensor) -> Tensor:
-    """The pure-PyTorch forward (mmcv's ``multi_scale_deformable_attn_pytorch``)."""
-    b, _, heads, d = value.shape
-    _, q, _, levels, points, _ = sampling_locations.shape
-    sampled = [F.grid_sample(v, g, mode='bilinear', padding_mode='zeros', align_corners=False)
-               for v, g in _per_level(value, shapes, sampling_locations)]
-    weights = attention_weights.transpose(1, 2).reshape(b * heads, 1, q, levels * points)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(b, heads * d, q)
-    return out.transpose(1, 2).contiguous()
-
-
 def _bilinear_corners(value: Tensor, shapes: Shapes, sampling_locations: Tensor
                       ) -> Tuple[Tensor, Tensor]:
     """The four bilinear corners of every sampling point, as ``grid_sample``
@@ -134,6 +122,17 @@ def _bilinear_samples_grid_sample(value: Tensor, shapes: Shapes, sampling_locati
         for v, g in _per_level(value, shapes, sampling_locations)], -2)  # (B*heads, d, Q, L, P)
     return sampled.view(b, heads, d, queries, levels * points).permute(0, 3, 1, 4, 2).reshape(
         b * queries * heads, levels * points, d)
+
+
+def ms_deform_attn_grid_sample(value: Tensor, shapes: Shapes, sampling_locations: Tensor,
+                               attention_weights: Tensor) -> Tensor:
+    """The pure-PyTorch forward: mmcv's ``multi_scale_deformable_attn_pytorch``
+    arithmetic (a ``grid_sample`` per level, then the weighted sum)."""
+    b, _, heads, d = value.shape
+    _, queries, _, levels, points, _ = sampling_locations.shape
+    samples = _bilinear_samples_grid_sample(value, shapes, sampling_locations)
+    weights = attention_weights.reshape(b * queries * heads, 1, levels * points)
+    return torch.bmm(weights, samples).view(b, queries, heads * d)
 
 
 def _gradients(grad: Tensor, value: Tensor, shapes: Shapes, sampling_locations: Tensor,
