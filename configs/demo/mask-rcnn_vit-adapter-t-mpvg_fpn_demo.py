@@ -13,7 +13,7 @@ metainfo = dict(classes=('square', 'circle', 'triangle'),
 # RoIAlign backward dominates a CPU step otherwise.
 # RoIs of up to 56 px pooled from P3, larger ones from P4 and up (finest_scale 28
 # instead of 56): with one sample per bin, a 40-96 px object on P2 (stride 4) is
-# read at every second pixel, and bbox mAP@0.5 was 0.41 instead of 0.27 (README)
+# read at every second pixel: bbox mAP@0.5 0.41 after 160 steps, 0.27 from P2
 roi_extractor = dict(roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=1),
                      out_channels=128, finest_scale=28)
 # 128 channels in the FPN and the heads instead of 256: half the step time on CPU,
