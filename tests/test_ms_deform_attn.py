@@ -55,37 +55,102 @@ def test_op_registration_passes_torch_library_opcheck():
                           (value, flat(SHAPES), loc, weights))
 
 
-@pytest.mark.parametrize('shapes', [[(6, 8), (3, 4)], [(5, 7)], [(3, 9), (7, 2), (1, 1)]])
-@pytest.mark.parametrize('dtype,atol', [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_cpu_gather_path_equals_grid_sample_arithmetic(shapes, dtype, atol):
-    """The CPU kernels (corners gathered by embedding_bag) against the
-    grid_sample arithmetic, on points inside, outside and exactly on the
-    borders where zero padding starts; the op on CPU runs them."""
-    module = sys.modules['mmvitpe.ops.ms_deform_attn']
+def border_inputs(shapes, dtype):
+    """Points inside, outside, far off and exactly on the borders where zero
+    padding starts and on a pixel centre (where the location gradient is one-sided)."""
     keys = sum(h * w for h, w in shapes)
-    value = torch.randn(2, keys, 3, 4, dtype=dtype)
+    # heads before keys in memory: the kernels take non-contiguous inputs
+    value = torch.randn(2, 3, keys, 4, dtype=dtype).transpose(1, 2)
     loc = torch.rand(2, 9, 3, len(shapes), 4, 2, dtype=dtype) * 1.6 - 0.3
     (h, w), far = shapes[0], 1e4
     loc[0, :6, 0, 0, 0] = torch.tensor([[-0.5 / w, 0.5], [1 + 0.5 / w, 0.5], [0.5, -0.5 / h],
                                         [0.5, 1 + 0.5 / h], [-far, far], [0.5 / w, 0.5 / h]],
                                        dtype=dtype)
     weights = torch.rand(2, 9, 3, len(shapes), 4, dtype=dtype)
+    return value, loc, weights
+
+
+@pytest.mark.parametrize('shapes', [[(6, 8), (3, 4)], [(5, 7)], [(3, 9), (7, 2), (1, 1)]])
+@pytest.mark.parametrize('dtype,atol', [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_cpu_paths_equal_grid_sample_arithmetic(shapes, dtype, atol):
+    """The compiled CPU kernels and the embedding_bag gather, against the
+    grid_sample arithmetic in value and gradient; the op on CPU runs the
+    compiled kernels."""
+    module = sys.modules['mmvitpe.ops.ms_deform_attn']
+    kernels = module.cpu_kernels()
+    assert kernels is not None, 'the CPU kernel did not build (see the warning)'
+    value, loc, weights = border_inputs(shapes, dtype)
     args = (value, shapes, loc, weights)
     expected = module.ms_deform_attn_grid_sample(*args)
-    gathered = module.ms_deform_attn_gather(*args)
-    torch.testing.assert_close(gathered, expected, atol=atol, rtol=0)
-    assert torch.equal(ms_deform_attn(value, flat(shapes), loc, weights), gathered)
+    compiled = kernels.ms_deform_attn(value, flat(shapes), loc, weights)
+    torch.testing.assert_close(compiled, expected, atol=atol, rtol=0)
+    torch.testing.assert_close(module.ms_deform_attn_gather(*args), expected, atol=atol, rtol=0)
+    assert torch.equal(ms_deform_attn(value, flat(shapes), loc, weights), compiled)
     torch.testing.assert_close(module._bilinear_samples_gather(*args[:3]),
                                module._bilinear_samples_grid_sample(*args[:3]), atol=atol, rtol=0)
     grad = torch.randn_like(expected)
-    cpu = torch.ops.mmvitpe.ms_deform_attn_backward(grad, value, flat(shapes), loc, weights)
     generic = module._gradients(grad, *args, module._bilinear_samples_grid_sample)
-    for a, b in zip(cpu, generic):
-        torch.testing.assert_close(a, b, atol=atol, rtol=0)
+    compiled = kernels.ms_deform_attn_backward(grad, value, flat(shapes), loc, weights)
+    gathered = module._gradients(grad, *args, module._bilinear_samples_gather)
+    for ours, theirs, reference in zip(compiled, gathered, generic):
+        assert reference.abs().sum() > 0
+        torch.testing.assert_close(ours, reference, atol=atol, rtol=0)
+        torch.testing.assert_close(theirs, reference, atol=atol, rtol=0)
+    op = torch.ops.mmvitpe.ms_deform_attn_backward(grad, value, flat(shapes), loc, weights)
+    assert all(torch.equal(a, b) for a, b in zip(op, compiled))
+
+
+def test_cpu_kernels_give_the_same_bits_on_any_thread_count():
+    value, loc, weights = border_inputs([(6, 8), (3, 4)], torch.float32)
+    args = (value, flat([(6, 8), (3, 4)]), loc, weights)
+    grad = torch.randn(2, 9, 12)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            runs.append([ms_deform_attn(*args),
+                         *torch.ops.mmvitpe.ms_deform_attn_backward(grad, *args)])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_cpu_kernel_names_shapes_that_do_not_fit_the_value():
+    kernels = sys.modules['mmvitpe.ops.ms_deform_attn'].cpu_kernels()
+    value, loc, weights = op_inputs()
+    with pytest.raises(RuntimeError, match=r'spatial_shapes \[6, 8, 3, 5\] hold 63 tokens, '
+                                           r'value has 60'):
+        kernels.ms_deform_attn(value, [6, 8, 3, 5], loc, weights)
+    with pytest.raises(RuntimeError, match='needs one dtype, got Float and Double'):
+        kernels.ms_deform_attn(value, flat(SHAPES), loc.double(), weights)
+
+
+def test_cpu_path_falls_back_with_a_warning_when_the_kernel_cannot_build(tmp_path):
+    """No compiler: the warning names the source, and the op still runs (gather path)."""
+    code = textwrap.dedent('''
+        import warnings
+        import torch
+        from mmvitpe.ops import ms_deform_attn
+        value, loc = torch.randn(1, 4, 1, 2), torch.rand(1, 3, 1, 1, 2, 2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            out = ms_deform_attn(value, [2, 2], loc, torch.rand(1, 3, 1, 1, 2))
+        print(out.shape, [str(w.message) for w in caught])
+    ''')
+    env = dict(os.environ, CXX=str(tmp_path / 'no-compiler'),
+               TORCH_EXTENSIONS_DIR=str(tmp_path / 'extensions'))
+    done = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith('torch.Size([1, 3, 2])'), done.stdout
+    assert 'could not build the CPU deformable-attention kernel' in done.stdout
+    assert 'ms_deform_attn_cpu.cpp' in done.stdout and 'embedding_bag path runs' in done.stdout
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_cpu_gather_path_runs_in_half_precisions(dtype):
+    """fp16/bf16 have no compiled kernel: the embedding_bag path runs them."""
     value, loc, weights = (t.detach() for t in op_inputs())
     args = [t.to(dtype).requires_grad_() for t in (value, loc, weights)]
     out = ms_deform_attn(args[0], flat(SHAPES), args[1], args[2])

@@ -7,22 +7,24 @@ its ``spatial_shapes`` tensor in Python: mmcv #3290). Kernels:
 
 * CUDA: mmcv's compiled kernel when mmcv was built with CUDA ops, else the
   pure-PyTorch one below;
-* CPU: a gather of each sampling point's four bilinear corners as rows of
-  ``d`` contiguous values, weighted and summed by ``F.embedding_bag``
-  (:func:`ms_deform_attn_gather`): 0.4-0.5x the time of a ``grid_sample``
-  per level, which reads the channel-first maps one channel at a time;
+* CPU, float32/float64: this package's C++ kernels (``csrc/ms_deform_attn_cpu.cpp``,
+  one pass over the sampling points forward and one backward; mmcv has no CPU
+  kernel), compiled by ``torch.utils.cpp_extension`` on first use and cached
+  by it; where they cannot be built (no compiler), a warning says why and the
+  next path runs;
+* CPU, other dtypes: a gather of each sampling point's four bilinear corners
+  as rows of ``d`` contiguous values, weighted and summed by ``F.embedding_bag``
+  (:func:`ms_deform_attn_gather`), with the backward of :func:`_gradients`;
 * other devices: the same arithmetic as mmcv's
   ``multi_scale_deformable_attn_pytorch`` (a ``grid_sample`` per level,
   :func:`ms_deform_attn_grid_sample`).
 
-Both are written here, not imported, because importing ``mmcv.ops`` loads
-mmcv's compiled extension (``mmcv._ext``), and the ViT core and backbones must
-run without it. The backward off mmcv's kernel (:func:`_gradients`): the
-attention weights' gradient from the bilinear samples (gathered on CPU), the
-value's and the sampling locations' from ``grid_sample``'s own backward
-(``aten.grid_sampler_2d_backward``) per level; a gather backward (a scatter of
-the corner rows: sorted, or ``index_add_``, or a sparse matmul) measured slower
-than it on CPU.
+The pure-PyTorch paths are written here, not imported, because importing
+``mmcv.ops`` loads mmcv's compiled extension (``mmcv._ext``), and the ViT core
+and backbones must run without it. Their backward (:func:`_gradients`): the
+attention weights' gradient from the bilinear samples, the value's and the
+sampling locations' from ``grid_sample``'s own backward
+(``aten.grid_sampler_2d_backward``) per level.
 
 Under ``torch.export`` / ONNX export / tracing, :func:`multi_scale_deformable_attn`
 records the pure-PyTorch arithmetic itself (plain aten ops an exporter knows)
@@ -34,8 +36,11 @@ Shapes: value (B, S, heads, d) with S = sum of h*w over the levels;
 (B, Q, heads, levels, points, 2) in [0, 1] (x, y); attention_weights
 (B, Q, heads, levels, points). Output (B, Q, heads * d).
 """
+import os
+import time
+import warnings
 from functools import lru_cache
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +95,8 @@ def _bilinear_corners(value: Tensor, shapes: Shapes, sampling_locations: Tensor
 
 def ms_deform_attn_gather(value: Tensor, shapes: Shapes, sampling_locations: Tensor,
                           attention_weights: Tensor) -> Tensor:
-    """The CPU forward: the same numbers as :func:`ms_deform_attn_grid_sample`."""
+    """The CPU forward without the compiled kernels: the same numbers as
+    :func:`ms_deform_attn_grid_sample`."""
     b, _, heads, d = value.shape
     queries = sampling_locations.shape[1]
     rows, bilinear = _bilinear_corners(value, shapes, sampling_locations)
@@ -159,6 +165,42 @@ def _gradients(grad: Tensor, value: Tensor, shapes: Shapes, sampling_locations: 
     return grad_value, grad_loc.transpose(1, 2).contiguous(), grad_w
 
 
+CPU_KERNEL_SOURCE = os.path.join(os.path.dirname(__file__), 'csrc', 'ms_deform_attn_cpu.cpp')
+
+
+@lru_cache(maxsize=None)
+def cpu_kernels() -> Optional[object]:
+    """``torch.ops.mmvitpe_cpu`` from :data:`CPU_KERNEL_SOURCE`, compiled on the
+    first call of a process where no build of this source is cached
+    (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); None,
+    with a warning naming the error, when it cannot be built."""
+    start = time.perf_counter()
+    try:
+        from torch.utils import cpp_extension  # imports setuptools
+        # -fopenmp: at::parallel_for is inlined from the OpenMP backend's header
+        cpp_extension.load(name='mmvitpe_ms_deform_attn_cpu', sources=[CPU_KERNEL_SOURCE],
+                           extra_cflags=['-O3', '-fopenmp'], extra_ldflags=['-fopenmp'],
+                           is_python_module=False)
+    except (ImportError, RuntimeError, OSError) as error:
+        warnings.warn(f'mmvitpe: could not build the CPU deformable-attention kernel '
+                      f'({CPU_KERNEL_SOURCE}): {error}; the slower embedding_bag path runs '
+                      'instead', RuntimeWarning, stacklevel=2)
+        return None
+    if time.perf_counter() - start > 1:
+        from mmengine.logging import print_log
+        print_log(f'mmvitpe: built the CPU deformable-attention kernel in '
+                  f'{time.perf_counter() - start:.0f} s (cached for later processes)',
+                  logger='current')
+    return torch.ops.mmvitpe_cpu
+
+
+def _cpu_kernels_for(*tensors: Tensor) -> Optional[object]:
+    dtype = tensors[0].dtype
+    if dtype in (torch.float32, torch.float64) and all(t.dtype == dtype for t in tensors):
+        return cpu_kernels()
+    return None
+
+
 @lru_cache(maxsize=None)
 def _mmcv_cuda_ext():
     """mmcv's compiled extension when it has CUDA ops, else None."""
@@ -190,6 +232,10 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Sequence[int], sampling_locati
 
 @ms_deform_attn.register_kernel('cpu')
 def _forward_cpu(value, spatial_shapes, sampling_locations, attention_weights):
+    kernels = _cpu_kernels_for(value, sampling_locations, attention_weights)
+    if kernels is not None:
+        return kernels.ms_deform_attn(value, spatial_shapes, sampling_locations,
+                                      attention_weights)
     return ms_deform_attn_gather(value, _pairs(spatial_shapes), sampling_locations,
                                  attention_weights)
 
@@ -223,6 +269,10 @@ def ms_deform_attn_backward(grad: Tensor, value: Tensor, spatial_shapes: Sequenc
 
 @ms_deform_attn_backward.register_kernel('cpu')
 def _backward_cpu(grad, value, spatial_shapes, sampling_locations, attention_weights):
+    kernels = _cpu_kernels_for(grad, value, sampling_locations, attention_weights)
+    if kernels is not None:
+        return kernels.ms_deform_attn_backward(grad, value, spatial_shapes, sampling_locations,
+                                               attention_weights)
     return _gradients(grad, value, _pairs(spatial_shapes), sampling_locations, attention_weights,
                      _bilinear_samples_gather)
 
