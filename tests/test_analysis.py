@@ -148,6 +148,16 @@ def test_pe_benchmark_reports_ratios_and_kernel_costs(tmp_path):
     assert len(implied) == 2 and all(float(r[3]) > 0 and float(r[5]) > 0 for r in implied)
 
 
+def test_op_benchmark_times_every_cpu_path_against_grid_sample(tmp_path):
+    _, rows = _run_tool(['tools/benchmark_ms_deform_attn.py', '--size', '64', '--repeats', '1',
+                         '--warmup', '0'], tmp_path)
+    assert [(r['case'], r['path']) for r in rows] == [
+        (case, path) for case in ('injector', 'extractor')
+        for path in ('grid_sample', 'gather', 'compiled')]
+    assert all(float(r['fwd_ms']) > 0 and float(r['fwd_bwd_ms']) > 0 for r in rows)
+    assert {float(r['fwd_ratio']) for r in rows if r['path'] == 'grid_sample'} == {1.0}
+
+
 def test_adapter_benchmark_breakdown_accounts_for_the_whole_step(tmp_path):
     _, rows = _run_tool(['tools/benchmark_adapter.py', '--schemes', 'LearnedPE', '--size', '64',
                          '--batch', '1', '--repeats', '1', '--warmup', '1', '--breakdown'],
@@ -165,7 +175,8 @@ def test_adapter_benchmark_breakdown_accounts_for_the_whole_step(tmp_path):
 SMOKE = {'tools/benchmark_pe.py': ['--size', '64', '--repeats', '1', '--warmup', '0',
                                    '--schemes', 'NoPE', 'RelPosBias'],
          'tools/benchmark_adapter.py': ['--size', '64', '--batch', '1', '--memory-size', '64',
-                                        '--repeats', '1', '--warmup', '1']}
+                                        '--repeats', '1', '--warmup', '1'],
+         'tools/benchmark_ms_deform_attn.py': ['--size', '64', '--repeats', '1', '--warmup', '0']}
 
 
 def readme_benchmark_commands():

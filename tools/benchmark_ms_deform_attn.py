@@ -13,6 +13,7 @@ the injector (queries at 1/16, values at 1/8, 1/16, 1/32) and the extractor
 
 Usage:
     python tools/benchmark_ms_deform_attn.py [--size 512] [--batch 2] [--repeats 7]
+        [--csv out.csv]
 """
 import argparse
 import importlib
@@ -65,12 +66,12 @@ def main():
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--csv', help='also write the table here')
     args = parser.parse_args()
+    from mmvitpe.utils.tables import write_csv
     heads, dim, points = 6, 32, 4
     torch.manual_seed(0)
-    print(f'{torch.get_num_threads()} threads; ms, median of {args.repeats}')
-    print('| case | path | fwd ms | fwd × grid_sample | fwd+bwd ms | fwd+bwd × grid_sample |')
-    print('|---|---|---:|---:|---:|---:|')
+    rows = []
     for case, (queries, shapes) in cases(args.size).items():
         keys = sum(h * w for h, w in shapes)
         value = torch.randn(args.batch, keys, heads, dim)
@@ -85,11 +86,20 @@ def main():
                     elapsed = timed(fn, 'cpu')
                     if repeat >= args.warmup:
                         times[name, kind].append(elapsed)
-        median = {key: statistics.median(ts) * 1e3 for key, ts in times.items()}
-        for name in variants:
-            fwd, both = median[name, 'fwd'], median[name, 'fwd_bwd']
-            print(f'| {case} | {name} | {fwd:.1f} | {fwd / median["grid_sample", "fwd"]:.2f} | '
-                  f'{both:.1f} | {both / median["grid_sample", "fwd_bwd"]:.2f} |')
+        ms = {key: statistics.median(ts) * 1e3 for key, ts in times.items()}
+        rows += [dict(case=case, path=name, fwd_ms=round(ms[name, 'fwd'], 2),
+                      fwd_ratio=round(ms[name, 'fwd'] / ms['grid_sample', 'fwd'], 3),
+                      fwd_bwd_ms=round(ms[name, 'fwd_bwd'], 2),
+                      fwd_bwd_ratio=round(ms[name, 'fwd_bwd'] / ms['grid_sample', 'fwd_bwd'], 3))
+                 for name in variants]
+    print(f'{torch.get_num_threads()} threads; medians of {args.repeats}')
+    print('| case | path | fwd ms | fwd × grid_sample | fwd+bwd ms | fwd+bwd × grid_sample |')
+    print('|---|---|---:|---:|---:|---:|')
+    for r in rows:
+        print(f'| {r["case"]} | {r["path"]} | {r["fwd_ms"]:.1f} | {r["fwd_ratio"]:.2f} | '
+              f'{r["fwd_bwd_ms"]:.1f} | {r["fwd_bwd_ratio"]:.2f} |')
+    if args.csv:
+        write_csv(rows, args.csv)
 
 
 if __name__ == '__main__':
