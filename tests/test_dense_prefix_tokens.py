@@ -204,6 +204,30 @@ def test_vit_map_is_resampled_at_each_level_pixel_centres():
         torch.testing.assert_close(level[0, 0, 0, inside], centres[inside])
 
 
+@pytest.mark.parametrize('patch_size', [14, 16])
+@pytest.mark.parametrize('dtype,atol', [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_vit_map_resampling_equals_f_interpolate_in_value_and_gradient(patch_size, dtype, atol):
+    """The resampling matrices give F.interpolate's numbers (scale_factor, not the
+    size ratio) on an odd, non-square grid, cropped as the levels are."""
+    import torch.nn.functional as F
+    from mmvitpe.models.backbones.dense import resample_to_level
+    grid = (7, 11)
+    padded = [g * patch_size // 32 * 32 for g in grid]  # the crop takes a few pixels off
+    for stride in (4, 8, 16, 32):
+        vit_map = torch.randn(2, 3, *grid, dtype=dtype, requires_grad=True)
+        shape = (padded[0] // stride, padded[1] // stride)
+        ours = resample_to_level(vit_map, patch_size, stride, shape)
+        theirs = F.interpolate(vit_map, scale_factor=patch_size / stride, mode='bilinear',
+                               align_corners=False, recompute_scale_factor=False)
+        theirs = theirs[..., :shape[0], :shape[1]]
+        assert ours.shape == theirs.shape == (2, 3, *shape)
+        torch.testing.assert_close(ours, theirs, atol=atol, rtol=0)
+        grad = torch.randn_like(ours)
+        torch.testing.assert_close(torch.autograd.grad(ours, vit_map, grad)[0],
+                                   torch.autograd.grad(theirs, vit_map, grad)[0],
+                                   atol=atol, rtol=0)
+
+
 def test_patch14_to_16_conversion_resamples_the_kernel_and_keeps_the_table():
     import timm
     from mmvitpe.weights import load_pretrained

@@ -33,21 +33,36 @@ def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
     return F.pad(img, (0, pad_w, 0, pad_h))
 
 
+def _linear_resampling(length: int, size: int, scale: float, like: Tensor) -> Tensor:
+    """(size, length): 1-D linear resampling by ``scale`` (align_corners=False,
+    the scale itself rather than length / size), as a matrix: the op's response
+    to each unit vector."""
+    eye = torch.eye(length, dtype=like.dtype, device=like.device)[None]
+    return torch.ops.aten.upsample_linear1d.default(eye, [size], False, scale)[0].t()
+
+
 def resample_to_level(vit_map: Tensor, patch_size: int, stride: int, shape) -> Tensor:
     """A ViT map resampled bilinearly at a pyramid level's pixel centres: scaled
     by (the map's stride ``patch_size``) / (the level's ``stride``), then cropped to the level (a 14-px grid
     spans a few pixels more than the 32-padded image; with patch 16 nothing is
     cropped).
 
-    ``F.interpolate(scale_factor=patch_size / stride, recompute_scale_factor=False)``
-    spelled out: its output size, floor(grid * patch / stride), in integer
-    arithmetic, because under dynamic shapes a float of a symbolic size breaks
+    The numbers of ``F.interpolate(scale_factor=patch_size / stride,
+    recompute_scale_factor=False)``, computed as ``rows @ map @ cols.T`` with
+    the 1-D resampling matrices: inductor turns ``upsample_bilinear2d``'s
+    backward into a scatter that took 4.6x eager's time on CPU, and the two
+    matmuls are faster than the op in eager too (tools/benchmark_adapter.py
+    notes in the README). Output sizes are floor(grid * patch / stride), in
+    integer arithmetic: under dynamic shapes a float of a symbolic size breaks
     torch.compile's scalar handling.
     """
-    size = [g * patch_size // stride for g in vit_map.shape[-2:]]
+    if patch_size == stride:
+        return vit_map[..., :shape[-2], :shape[-1]]
+    height, width = vit_map.shape[-2:]
     scale = patch_size / stride
-    out = torch.ops.aten.upsample_bilinear2d.default(vit_map, size, False, scale, scale)
-    return out[..., :shape[-2], :shape[-1]]
+    rows = _linear_resampling(height, height * patch_size // stride, scale, vit_map)
+    cols = _linear_resampling(width, width * patch_size // stride, scale, vit_map)
+    return rows[:shape[-2]] @ vit_map @ cols[:shape[-1]].t()
 
 
 def crop_to_image(feat: Tensor, image_size: Tuple[int, int], stride: int) -> Tensor:
