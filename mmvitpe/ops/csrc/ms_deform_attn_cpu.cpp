@@ -20,6 +20,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <tuple>
 #include <vector>
 
@@ -159,17 +160,18 @@ void backward_kernel(const Layout& s, const scalar_t* grad, const scalar_t* valu
   });
 }
 
-void check_inputs(const Tensor& value, const Tensor& loc, const Tensor& attn) {
-  for (const Tensor* t : {&value, &loc, &attn}) {
+void check_inputs(std::initializer_list<const Tensor*> tensors) {
+  const Tensor& first = **tensors.begin();
+  for (const Tensor* t : tensors) {
     TORCH_CHECK(t->device().is_cpu(), "ms_deform_attn_cpu takes CPU tensors, got ", t->device());
-    TORCH_CHECK(t->scalar_type() == value.scalar_type(), "ms_deform_attn_cpu needs one dtype, got ",
-                value.scalar_type(), " and ", t->scalar_type());
+    TORCH_CHECK(t->scalar_type() == first.scalar_type(), "ms_deform_attn_cpu needs one dtype, got ",
+                first.scalar_type(), " and ", t->scalar_type());
   }
 }
 
 Tensor forward(const Tensor& value, c10::IntArrayRef spatial_shapes, const Tensor& loc,
                const Tensor& attn) {
-  check_inputs(value, loc, attn);
+  check_inputs({&value, &loc, &attn});
   const Layout s = layout_of(value, spatial_shapes, loc, attn);
   const Tensor v = value.contiguous(), l = loc.contiguous(), a = attn.contiguous();
   Tensor out = at::zeros({s.batch, s.queries, s.heads * s.dim}, value.options());
@@ -183,8 +185,7 @@ Tensor forward(const Tensor& value, c10::IntArrayRef spatial_shapes, const Tenso
 std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad, const Tensor& value,
                                             c10::IntArrayRef spatial_shapes, const Tensor& loc,
                                             const Tensor& attn) {
-  check_inputs(value, loc, attn);
-  check_inputs(grad, loc, attn);
+  check_inputs({&value, &grad, &loc, &attn});
   const Layout s = layout_of(value, spatial_shapes, loc, attn);
   TORCH_CHECK(grad.numel() == s.batch * s.queries * s.heads * s.dim,
               "grad must be (B, Q, heads * d), got ", grad.sizes());
