@@ -158,6 +158,17 @@ def test_op_benchmark_times_every_cpu_path_against_grid_sample(tmp_path):
     assert {float(r['fwd_ratio']) for r in rows if r['path'] == 'grid_sample'} == {1.0}
 
 
+@pytest.mark.parametrize('option,message', [
+    (['--size', '48'], '--size must be a positive multiple of 32 (levels at 1/8, 1/16, 1/32), '
+                       'got 48'),
+    (['--batch', '0'], '--batch must be at least 1, got 0'),
+    (['--warmup', '-1'], '--warmup must be 0 or more, got -1')])
+def test_op_benchmark_names_a_bad_option(option, message):
+    done = subprocess.run([sys.executable, 'tools/benchmark_ms_deform_attn.py', *option],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+
+
 def test_adapter_benchmark_breakdown_accounts_for_the_whole_step(tmp_path):
     _, rows = _run_tool(['tools/benchmark_adapter.py', '--schemes', 'LearnedPE', '--size', '64',
                          '--batch', '1', '--repeats', '1', '--warmup', '1', '--breakdown'],

@@ -68,6 +68,14 @@ def main():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--csv', help='also write the table here')
     args = parser.parse_args()
+    if args.size < 32 or args.size % 32:
+        parser.error(f'--size must be a positive multiple of 32 (levels at 1/8, 1/16, 1/32), '
+                     f'got {args.size}')
+    for name in ('batch', 'repeats'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name} must be at least 1, got {getattr(args, name)}')
+    if args.warmup < 0:
+        parser.error(f'--warmup must be 0 or more, got {args.warmup}')
     from mmvitpe.utils.tables import write_csv
     heads, dim, points = 6, 32, 4
     torch.manual_seed(0)
