@@ -76,7 +76,8 @@ def relative_maps(model: nn.Module, grid: Tuple[int, int]) -> Dict[str, Tensor]:
     """Per block, the (heads, 2h-1, 2w-1) map over relative offsets of the
     scheme's learned relative term ({} for schemes without one; see
     ``PositionalEncoding.relative_maps``)."""
-    return model.pe.relative_maps(tuple(grid))
+    # detached: a view of a parameter still requires grad under no_grad
+    return {name: table.detach() for name, table in model.pe.relative_maps(tuple(grid)).items()}
 
 
 def rope_frequency_rows(model: nn.Module) -> List[dict]:

@@ -25,6 +25,7 @@ MMCV_VERSION=2.1.0
 PY=$VENV/bin/python
 
 say() { printf '[setup_env %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+elapsed() { local s=$((SECONDS - $1)); printf '%d min %02d s' $((s / 60)) $((s % 60)); }
 pip_c() { "$PY" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" "$@" >&2; }
 
 # The stamp changes whenever a requirement file changes, so editing a pin
@@ -72,7 +73,7 @@ if [[ ! -f $STAMP ]]; then
         if ! compgen -G "$WHEELS/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
             src=$(mktemp -d)
             say "building mmcv $MMCV_VERSION ($variant ops) against torch $TORCH_VERSION into $WHEELS"
-            say "this happens once per machine: 12 to 29 minutes on 2 CPU cores (77 files; measured 2026-12-01 and 2026-12-02); log: $src/build.log"
+            say "this happens once per machine: about 17 minutes on 2 idle CPU cores (77 files), longer on a busy machine; log: $src/build.log"
             "$PY" -m pip download --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$src" >&2
             tar xzf "$src/mmcv-$MMCV_VERSION.tar.gz" -C "$src"
             # torch 2.14's headers need C++20; mmcv 2.1.0's setup.py forces C++17.
@@ -98,7 +99,7 @@ if [[ ! -f $STAMP ]]; then
             fi
             rm -rf "$WHEELS" && mv "$WHEELS.partial" "$WHEELS"
             rm -rf "$src"
-            say "mmcv wheel cached in $WHEELS ($(((SECONDS - start) / 60)) min)"
+            say "mmcv wheel cached in $WHEELS (built in $(elapsed $start))"
         else
             say "reusing cached mmcv wheel from $WHEELS"
         fi
@@ -116,5 +117,5 @@ pip_c --no-deps --no-build-isolation -e "$REPO"
 "$PY" -c "import mmcv._ext, mmdet, mmseg, timm, mmvitpe" >&2
 rm -f "$VENV"/.mmvitpe-*
 touch "$STAMP"
-say "environment ready: $VENV"
+say "environment ready: $VENV (set up in $(elapsed 0))"
 echo "$PY"

@@ -1,4 +1,5 @@
 """The analysis library and its command-line tools."""
+import argparse
 import csv
 import os
 import re
@@ -58,6 +59,7 @@ def test_relative_maps_at_init():
     assert spsa['block0'].shape == (4, 9, 13) and torch.equal(spsa['block0'], torch.ones(4, 9, 13))
     rpb = relative_maps(vit('RelPosBias'), (5, 7))
     assert rpb['block1'].shape == (4, 15, 15) and not rpb['block1'].any()  # table grid 8x8
+    assert not any(m.requires_grad for m in [*spsa.values(), *rpb.values()])  # drawable
     assert relative_maps(vit('LaPE'), (5, 7)) == {}
 
 
@@ -111,6 +113,9 @@ def _csv_rows(path):
     ('pe_correlation.py', [], {'pe_correlation.csv': 4, 'pe_correlation.png': None,
                                'pe_heatmaps.png': None}),
     ('pe_maps.py', ['--grid', '4'], {'pe_similarity.csv': 6 * 16, 'pe_similarity.png': None}),
+    # 4 blocks x 4 heads x the 7x7 offsets of the 4x4 table (pretraining size 64 / patch 16)
+    ('pe_maps.py', ['--grid', '4', 'model.backbone.pos_embed.type=RelPosBias'],
+     {'relative_maps.csv': 4 * 4 * 7 * 7, 'relative_maps.png': None}),
     ('resolution_sweep.py', ['--schemes', 'MPVG', 'RoPEAxial', '--sizes', '64', '96',
                              '--reference', '64', '--size', '64'],
      {'resolution_sweep.csv': 2 * 2 * 4, 'resolution_sweep.png': None}),
@@ -118,8 +123,10 @@ def _csv_rows(path):
      {'complexity.csv': 2, 'complexity.png': None}),
 ])
 def test_tools_write_valid_png_and_csv(tmp_path, tool, options, files):
+    flags = [o for o in options if '=' not in o]
     cmd = [sys.executable, f'tools/analysis/{tool}', CONFIG, '--out', str(tmp_path), '--size',
-           '64', *options, '--cfg-options', *TINY, 'model.backbone.pretrain_size=64']
+           '64', *flags, '--cfg-options', *TINY, 'model.backbone.pretrain_size=64',
+           *(o for o in options if '=' in o)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     for name, rows in files.items():
@@ -130,11 +137,20 @@ def test_tools_write_valid_png_and_csv(tmp_path, tool, options, files):
             assert len(_csv_rows(path)) == rows, name
 
 
-def _run_tool(args, tmp_path):
-    done = subprocess.run([sys.executable, *args, '--csv', str(tmp_path / 'out.csv')], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+def _run_tool(args, tmp_path, env=None):
+    """Run a benchmark with --csv and --results-dir; its stdout and its rows, after
+    checking that the results file holds the same table."""
+    results = tmp_path / 'results'
+    before = set(os.listdir(results)) if results.exists() else set()
+    done = subprocess.run([sys.executable, *args, '--csv', str(tmp_path / 'out.csv'),
+                           '--results-dir', str(results)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout, _csv_rows(tmp_path / 'out.csv')
+    rows = _csv_rows(tmp_path / 'out.csv')
+    (written,) = set(os.listdir(results)) - before
+    assert f'results: {results / written}' in done.stdout
+    assert _csv_rows(results / written) == rows
+    return done.stdout, rows
 
 
 def test_pe_benchmark_reports_ratios_and_kernel_costs(tmp_path):
@@ -156,6 +172,60 @@ def test_op_benchmark_times_every_cpu_path_against_grid_sample(tmp_path):
         for path in ('grid_sample', 'gather', 'compiled')]
     assert all(float(r['fwd_ms']) > 0 and float(r['fwd_bwd_ms']) > 0 for r in rows)
     assert {float(r['fwd_ratio']) for r in rows if r['path'] == 'grid_sample'} == {1.0}
+
+
+def _cpu_model_slug():
+    with open('/proc/cpuinfo') as f:
+        names = re.findall(r'^model name\s*:\s*(.+)$', f.read(), re.M)
+    return re.sub(r'[^a-z0-9]+', '-', names[0].lower()).strip('-')
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/cpuinfo'), reason='names the CPU from /proc')
+def test_results_dir_gets_one_file_per_benchmark_machine_and_torch(tmp_path):
+    results = tmp_path / 'new' / 'results'  # made where missing
+    args = ['tools/benchmark_ms_deform_attn.py', '--size', '64', '--batch', '1', '--repeats',
+            '1', '--warmup', '0', '--csv', str(tmp_path / 'out.csv')]
+    for _ in range(2):  # a second run replaces the file, and says so
+        done = subprocess.run([sys.executable, *args, '--results-dir', str(results)], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    version = torch.__version__.split('+')[0]
+    name = f'ms_deform_attn-64px-batch1_{_cpu_model_slug()}_torch{version}.csv'
+    assert os.listdir(results) == [name]  # no temporary file left beside it
+    assert f'results: {results / name} (replaced the earlier file)' in done.stdout
+    assert re.fullmatch(r'[a-z0-9_.-]+', name)
+    rows = _csv_rows(results / name)
+    assert list(rows[0]) == ['case', 'path', 'fwd_ms', 'fwd_ratio', 'fwd_bwd_ms', 'fwd_bwd_ratio']
+    assert rows == _csv_rows(tmp_path / 'out.csv')
+
+
+@pytest.mark.parametrize('tool', ['tools/benchmark_pe.py', 'tools/benchmark_adapter.py',
+                                  'tools/benchmark_ms_deform_attn.py'])
+def test_benchmarks_refuse_a_results_dir_that_is_not_a_directory(tmp_path, tool):
+    taken = tmp_path / 'file'
+    taken.write_text('')
+    done = subprocess.run([sys.executable, tool, '--results-dir', str(taken / 'sub')], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert (f"argument --results-dir: '{taken / 'sub'}': '{taken}' exists and is not a "
+            'directory') in done.stderr, done.stderr[-2000:]
+    assert taken.read_text() == ''
+
+
+def test_results_dir_check_names_the_bad_path(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, 'tools'))
+    try:
+        from timing import results_dir
+    finally:
+        sys.path.pop(0)
+    (tmp_path / 'file').write_text('')
+    for bad, message in [(str(tmp_path / 'file'), f"'{tmp_path / 'file'}' exists and is not a "
+                                                 'directory'),
+                         ('', "'' is not a directory path")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+            results_dir(bad)
+    assert results_dir(str(tmp_path / 'a' / 'b')) == str(tmp_path / 'a' / 'b')
+    assert not (tmp_path / 'a').exists()  # made only when a table is written
 
 
 @pytest.mark.parametrize('option,message', [
@@ -181,6 +251,27 @@ def test_adapter_benchmark_breakdown_accounts_for_the_whole_step(tmp_path):
     assert all(float(r['ours:LearnedPE_gflop']) > 0 for r in rows[:4])
 
 
+def test_adapter_benchmark_numbers_do_not_travel_on_stdout(tmp_path):
+    """Workers whose imports print (as a first build of the CPU kernel logs) still
+    deliver their numbers: the driver reads them from a channel of their own."""
+    noise = tmp_path / 'noise'
+    noise.mkdir()
+    # imported at every interpreter's start; numbers and words, as a log line may hold
+    (noise / 'sitecustomize.py').write_text(
+        "import sys\n"
+        "if '--worker' in sys.argv:\n"
+        "    print('ready 129')\n"
+        "    print('built the CPU deformable-attention kernel in 129 s', flush=True)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(noise), os.environ.get('PYTHONPATH')])))
+    out, rows = _run_tool(['tools/benchmark_adapter.py', '--schemes', 'NoPE', '--size', '64',
+                           '--batch', '1', '--memory-size', '64', '--repeats', '1', '--warmup',
+                           '0'], tmp_path, env=env)
+    assert [r['variant'] for r in rows] == ['ours:NoPE']
+    assert float(rows[0]['train_ms']) > 0 and float(rows[0]['memory_mib']) >= 0
+    assert 'built the CPU' not in out  # the workers' stdout went to stderr
+
+
 # tiny sizes and few variants (the adapter command's first two include MPVG, which needs
 # the final norm)
 SMOKE = {'tools/benchmark_pe.py': ['--size', '64', '--repeats', '1', '--warmup', '0',
@@ -190,14 +281,19 @@ SMOKE = {'tools/benchmark_pe.py': ['--size', '64', '--repeats', '1', '--warmup',
          'tools/benchmark_ms_deform_attn.py': ['--size', '64', '--repeats', '1', '--warmup', '0']}
 
 
-def readme_benchmark_commands():
-    """The benchmark commands the README prints (without the original's checkout,
-    which CI does not have)."""
-    with open(os.path.join(REPO, 'README.md')) as f:
-        text = f.read()
+def documented_benchmark_commands():
+    """The benchmark commands of docs/benchmarks.md's code blocks: without the
+    original's checkout (CI has none), their optional ``[...]`` parts, and those
+    for a GPU where there is none."""
+    with open(os.path.join(REPO, 'docs', 'benchmarks.md')) as f:
+        blocks = '\n'.join(re.findall(r'^```[^\n]*\n(.*?)^```', f.read(), re.M | re.S))
     commands = []
-    for tool, args in re.findall(r'python (tools/benchmark_\w+\.py)([^`]*)`', text):
-        args = re.sub(r'--original <[^>]*>', '', args)
+    for line in blocks.replace('\\\n', ' ').splitlines():
+        found = re.search(r'python (tools/benchmark_\w+\.py)([^#]*)', line)
+        if not found or ('--device cuda' in line and not torch.cuda.is_available()):
+            continue
+        tool, args = found.groups()
+        args = re.sub(r'\[[^\]]*\]|--original \S+', '', args)
         # a scheme list shortened to its first two
         args = re.sub(r'(--schemes \S+(?: [A-Z]\S*)?)(?: [A-Z]\S*)*', r'\1', args)
         # inductor compiles for minutes on CPU; aot_eager runs the same variants
@@ -206,8 +302,8 @@ def readme_benchmark_commands():
     return commands
 
 
-def test_the_readme_benchmark_commands_run(tmp_path):
-    commands = readme_benchmark_commands()
+def test_the_documented_benchmark_commands_run(tmp_path):
+    commands = documented_benchmark_commands()
     assert {c[0] for c in commands} == set(SMOKE) and len(commands) >= 3
     for command in commands:
         _run_tool([*command, *SMOKE[command[0]]], tmp_path)

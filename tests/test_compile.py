@@ -13,7 +13,6 @@ from mmvitpe.models import PEViT, ViTAdapter
 from mmvitpe.models.pos_encodings import PEState, build_pos_encoding
 from mmvitpe.registry import POS_ENCODINGS
 
-from helpers import one_intra_op_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures('one_intra_op_thread')
 SCHEMES = sorted(POS_ENCODINGS.module_dict)

@@ -13,7 +13,6 @@ import torch
 from mmvitpe.models import PEViT, ViTAdapter
 from mmvitpe.registry import POS_ENCODINGS
 
-from helpers import one_intra_op_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures('one_intra_op_thread')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,5 @@
 """tools/gpu_check.py: its dry run on CPU, its time budget, and its wheel set."""
+import csv
 import json
 import os
 import re
@@ -18,8 +19,10 @@ def test_dry_run_on_cpu_runs_and_reports_every_part(tmp_path):
     path = os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')]))
     env = dict(os.environ, PYTHONPATH=path)
     # a budget that no busy machine runs out of: the budget has its own tests below
+    results = tmp_path.parent / f'{tmp_path.name}_results'
     done = subprocess.run([sys.executable, 'tools/gpu_check.py', '--device', 'cpu', '--quick',
-                           '--budget', '1200', '--out', str(tmp_path)],
+                           '--budget', '1200', '--out', str(tmp_path),
+                           '--results-dir', str(results)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1300)
     report = json.loads((tmp_path / 'report.json').read_text())
     parts = report['parts']
@@ -56,6 +59,14 @@ def test_dry_run_on_cpu_runs_and_reports_every_part(tmp_path):
         assert heading in md
     assert sorted(os.listdir(tmp_path)) == ['adapter.log', 'env.log', 'pe_64.log', 'report.json',
                                             'report.md', 'tests.log']
+    # the benchmarks' tables, as the report has them, in --results-dir
+    version = torch.__version__.split('+')[0]
+    written = sorted(os.listdir(results))
+    assert [name.split('_')[0] for name in written] == ['adapter-seg-64px-batch1',
+                                                       'pe-tiny-64px-batch1-bf16']
+    assert all(name.endswith(f'_torch{version}.csv') for name in written)
+    with open(results / written[1]) as f:
+        assert [row['scheme'] for row in csv.DictReader(f)] == list(rows)
 
 
 def _alive(pid: int) -> bool:
@@ -91,11 +102,32 @@ def test_a_part_past_its_cap_is_stopped_with_its_children(tmp_path):
 
 
 def test_an_exhausted_budget_skips_every_part_and_says_so(tmp_path):
-    assert gpu_check.main(['--device', 'cpu', '--budget', '0', '--out', str(tmp_path)]) == 2
+    assert gpu_check.main(['--device', 'cpu', '--budget', '0.001', '--out', str(tmp_path)]) == 2
     report = json.loads((tmp_path / 'report.json').read_text())
     assert report['skipped'] == ['env', 'tests', 'pe_512', 'pe_1024', 'adapter']
     md = (tmp_path / 'report.md').read_text()
     assert '| adapter | skipped | – | – | 0 s of the budget left, 45 s needed to start |' in md
+
+
+@pytest.mark.parametrize('budget', ['0', '-5', 'nan', 'inf', 'ten'])
+def test_a_budget_that_is_not_a_positive_finite_number_is_refused(capsys, tmp_path, budget):
+    with pytest.raises(SystemExit) as exited:
+        gpu_check.main(['--device', 'cpu', '--budget', budget, '--out', str(tmp_path)])
+    assert exited.value.code == 2
+    assert (f"argument --budget: {budget!r} is not a positive, finite number of seconds"
+            in capsys.readouterr().err)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_results_dir_that_is_a_file_is_refused(capsys, tmp_path):
+    (tmp_path / 'taken').write_text('')
+    with pytest.raises(SystemExit):
+        gpu_check.main(['--device', 'cpu', '--results-dir', str(tmp_path / 'taken'),
+                        '--out', str(tmp_path / 'out')])
+    taken = str(tmp_path / 'taken')
+    assert f'argument --results-dir: {taken!r} exists and is not a directory' in \
+        capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
@@ -105,7 +137,7 @@ def test_cuda_without_a_device_is_refused(capsys):
     assert '--device cuda: torch sees no CUDA device here' in capsys.readouterr().err
 
 
-def test_carried_wheels_are_pinned_as_the_constraints():
+def test_offline_wheels_are_pinned_as_the_constraints():
     with open(os.path.join(REPO, 'tools', 'gpu', 'fetch_wheels.sh')) as f:
         script = f.read()
     wheels = dict(re.findall(r'^\s+([\w-]+)==([\w.]+)', script, re.M))

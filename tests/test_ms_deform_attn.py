@@ -148,6 +148,29 @@ def test_cpu_path_falls_back_with_a_warning_when_the_kernel_cannot_build(tmp_pat
     assert 'ms_deform_attn_cpu.cpp' in done.stdout and 'embedding_bag path runs' in done.stdout
 
 
+def test_cpu_kernel_first_build_is_announced_on_stderr_not_stdout(tmp_path):
+    """Two processes starting together on an empty cache (as two ranks do) both get
+    the kernel, and the build is announced on stderr, never stdout; a later process
+    loads the cached build silently."""
+    code = ('from mmvitpe.ops.ms_deform_attn import cpu_kernels\n'
+            'assert cpu_kernels() is not None\n')
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path))
+
+    def start():
+        return subprocess.Popen([sys.executable, '-c', code], cwd=REPO, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    together = [start(), start()]
+    outputs = [p.communicate(timeout=900) for p in together]
+    later = start()
+    outputs.append(later.communicate(timeout=300))
+    assert [p.returncode for p in (*together, later)] == [0, 0, 0], outputs
+    announcement = 'mmvitpe: built the CPU deformable-attention kernel in '
+    assert not any(announcement in stdout for stdout, _ in outputs)
+    # the one that waited on the other's lock says so too, unless it came after the build
+    assert any(announcement in stderr for _, stderr in outputs[:2]), outputs
+    assert announcement not in outputs[2][1], outputs[2][1][-3000:]
+
+
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_cpu_gather_path_runs_in_half_precisions(dtype):
     """fp16/bf16 have no compiled kernel: the embedding_bag path runs them."""

@@ -19,7 +19,6 @@ import timm
 import torch
 
 import mmvitpe  # noqa: F401  (registers the models)
-from helpers import one_intra_op_thread  # noqa: F401  (the fixture)
 from mmvitpe.models.pos_encodings import build_pos_encoding
 from mmvitpe.models.timm_models import UnsupportedPool
 from mmvitpe.registry import POS_ENCODINGS

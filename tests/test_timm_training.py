@@ -22,7 +22,6 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import CheckpointSaver, ModelEmaV3
 
 import mmvitpe  # noqa: F401  (registers the models)
-from helpers import one_intra_op_thread  # noqa: F401  (the fixture)
 from mmvitpe.engine import LayerDecayOptimizerConstructor
 from mmvitpe.models import ViTAdapter
 from mmvitpe.registry import POS_ENCODINGS

@@ -7,6 +7,8 @@ import torch
 from mmvitpe.models import PEViT, ViTAdapter, ViTBaseline
 from mmvitpe.registry import POS_ENCODINGS
 
+from helpers import tiny_adapter
+
 FOUR = [[0, 0], [1, 1], [2, 2], [3, 3]]
 
 
@@ -118,12 +120,23 @@ def test_window_attention_is_local_and_handles_padding(device):
 
 
 def test_syncbn_config_runs_single_process_on_cpu():
-    model = adapter(norm_cfg=dict(type='SyncBN'), embed_dim=64, num_heads=4,
-                    deform_num_heads=4, conv_inplane=8)
+    """Without a process group SyncBN normalises with the batch's statistics, as BN does."""
+    kw = dict(embed_dim=64, num_heads=4, deform_num_heads=4, conv_inplane=8)
+    model = adapter(norm_cfg=dict(type='SyncBN'), **kw)
     assert isinstance(model.norm1, torch.nn.SyncBatchNorm)
-    outs = model(torch.randn(2, 3, 64, 64))
-    sum(o.mean() for o in outs).backward()
-    assert model.spm.stem[0].bn.weight.grad is not None
+    plain = adapter(norm_cfg=dict(type='BN'), **kw)
+    plain.load_state_dict(model.state_dict())
+    img = torch.randn(2, 3, 64, 64)
+    outs = []
+    for m in (model, plain):
+        torch.manual_seed(1)  # the same drop-path draws
+        outs.append(m(img))
+        sum(o.mean() for o in outs[-1]).backward()
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
+    grad = model.spm.stem[0].bn.weight.grad
+    assert grad.abs().sum() > 0
+    torch.testing.assert_close(grad, plain.spm.stem[0].bn.weight.grad)
 
 
 def test_group_norm_config():
@@ -149,7 +162,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(device):
 def test_pretrained_is_not_loaded_in_init():
     model = adapter(pretrained='/nonexistent/deit.pth', conv_inplane=8)
     assert model.init_cfg == dict(type='Pretrained', checkpoint='/nonexistent/deit.pth')
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match='/nonexistent/deit.pth'):
         model.init_weights()
 
 
@@ -340,3 +353,33 @@ def test_position_table_fit_keeps_every_patch_position():
     torch.testing.assert_close(model.pe.table.fit_checkpoint(exact), exact)
     with pytest.raises(ValueError, match='neither a square grid'):
         model.pe.table.fit_checkpoint(torch.randn(1, 15, 32))
+
+
+def test_adapter_takes_one_channel_images_and_empty_batches():
+    model = tiny_adapter(in_channels=1).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(2, 1, 64, 96))
+        empty = tiny_adapter().eval()(torch.randn(0, 3, 64, 96))
+    assert [o.shape for o in outs] == [(2, 32, 16, 24), (2, 32, 8, 12), (2, 32, 4, 6),
+                                       (2, 32, 2, 3)]
+    assert [o.shape for o in empty] == [(0, 32, 16, 24), (0, 32, 8, 12), (0, 32, 4, 6),
+                                        (0, 32, 2, 3)]
+
+
+@pytest.mark.parametrize('dtype,tolerance', [(torch.float64, 1e-5), (torch.float16, 0.05),
+                                             (torch.bfloat16, 0.05)])
+def test_adapter_converted_to_another_dtype_runs_in_it(dtype, tolerance):
+    """Policy: the whole model runs in its dtype, except the deformable attention,
+    whose parameters stay fp32 under .half()/.bfloat16() (it computes in fp32)."""
+    model = tiny_adapter().eval()
+    img = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(img)
+        converted = model.to(dtype)
+        outs = converted(img.to(dtype))
+    attn = converted.interactions[0].injector.attn
+    assert attn.value_proj.weight.dtype == (dtype if dtype == torch.float64 else torch.float32)
+    assert converted.blocks[0].attn.qkv.weight.dtype == dtype
+    for out, expected in zip(outs, ref):
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        assert (out.double() - expected.double()).abs().mean() < tolerance * expected.abs().mean()

@@ -3,13 +3,13 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from helpers import FIXTURES, RunsCode
+from helpers import FIXTURES, tiny_vit_with_pe
 from mmvitpe.models import PEViT, ViTAdapter
-from mmvitpe.weights import (CheckpointError, IncompatibleCheckpointError, load_pretrained,
-                             read_state_dict, remap)
+from mmvitpe.weights import CheckpointError, IncompatibleCheckpointError, load_pretrained, remap
 
 FOUR = [[0, 0], [1, 1], [2, 2], [3, 3]]
 
@@ -45,9 +45,12 @@ def test_deit_checkpoints_in_every_format_load_through_init_cfg(tmp_path, fmt):
     model = small_adapter(init_cfg=dict(type='Pretrained', checkpoint=path))
     model.init_weights()
     torch.testing.assert_close(model.blocks[2].attn.qkv.weight, sd['blocks.2.attn.qkv.weight'])
-    # 36 patch positions (class slot dropped by length) resized to the 4x4 grid
-    assert model.pe.table.weight.shape == (1, 16, 64)
-    assert not torch.equal(model.pe.table.weight, torch.zeros_like(model.pe.table.weight))
+    # 36 patch positions (class slot dropped by length) resized to the 4x4 grid, bicubic
+    # without antialias (LearnedPE's default, as ViT-Adapter resizes)
+    grid = sd['pos_embed'][:, 1:].reshape(1, 6, 6, 64).permute(0, 3, 1, 2)
+    resized = F.interpolate(grid, size=(4, 4), mode='bicubic', align_corners=False)
+    torch.testing.assert_close(model.pe.table.weight,
+                               resized.permute(0, 2, 3, 1).reshape(1, 16, 64))
 
 
 def test_load_report_explains_every_tensor():
@@ -60,8 +63,13 @@ def test_load_report_explains_every_tensor():
     assert any(k.startswith('spm.') for k in report.new)
     assert 'blocks.0.ls1.gamma' in report.new  # layer scale: not in DeiT, starts at 1
     table = report.table()
-    for row in ('loaded', 'resized', 'newly initialised', 'dropped', 'unexpected', 'missing'):
-        assert row in table
+    counts = {row.split('|')[0].strip(): int(row.split('|')[1]) for row in table.splitlines()}
+    assert counts == {'loaded': len(report.loaded), 'resized': 1,
+                      'newly initialised': len(report.new), 'dropped': len(report.dropped),
+                      'unexpected': 0, 'missing': 0}
+    assert counts['loaded'] > 0 and counts['newly initialised'] > 0
+    assert 'pe.table.weight ((1, 17, 64) -> (1, 16, 64))' in table
+    assert 'cls_token (this model has no class token)' in table
 
 
 def test_strict_mode_names_unexplained_keys():
@@ -142,6 +150,9 @@ def test_cpvt_rope_vit_mae_and_beit_layouts():
             'pos_block.0.proj.0.bias': torch.randn(32)}
     mapped, _ = remap(conv, peg)
     assert set(mapped) == {'pe.convs.0.proj.0.weight', 'pe.convs.0.proj.0.bias'}
+    for name in ('weight', 'bias'):
+        torch.testing.assert_close(mapped[f'pe.convs.0.proj.0.{name}'],
+                                   conv[f'pos_block.0.proj.0.{name}'])
     # rope-vit mixed frequencies (2, depth, heads * d/2)
     rope = PEViT(embed_dim=32, depth=1, num_heads=2, pos_embed=dict(type='RoPEMixed'))
     freqs = golden('ropevit.pt')['mixed_freqs']  # (2, heads, d/2) for one block
@@ -231,35 +242,6 @@ def test_neutral_schemes_start_from_deit_unchanged():
             outputs.append(model.forward_blocks(x, state))
     torch.testing.assert_close(outputs[1], outputs[0])
     torch.testing.assert_close(outputs[2], outputs[0])
-
-
-
-def test_unsafe_truncated_and_foreign_files_give_clear_errors(tmp_path):
-    evil = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {'w': torch.zeros(1)}, 'x': RunsCode()}, evil)
-    with pytest.raises(CheckpointError, match=r"refused, the file pickles '(posix|os)\.system'"):
-        read_state_dict(str(evil))
-    good = tmp_path / 'good.pth'
-    torch.save({'w': torch.zeros(100)}, good)
-    truncated = tmp_path / 'truncated.pth'
-    truncated.write_bytes(good.read_bytes()[:200])
-    with pytest.raises(CheckpointError, match='truncated or not a PyTorch checkpoint'):
-        read_state_dict(str(truncated))
-    text = tmp_path / 'notes.pth'
-    text.write_text('these are not weights')
-    with pytest.raises(CheckpointError, match='notes.pth'):
-        read_state_dict(str(text))
-    empty = tmp_path / 'empty.pth'
-    torch.save({'epoch': 3}, empty)
-    with pytest.raises(CheckpointError, match='holds no tensors'):
-        read_state_dict(str(empty))
-    bad_st = tmp_path / 'bad.safetensors'
-    bad_st.write_bytes(b'\x00' * 16)
-    with pytest.raises(CheckpointError, match='not a valid safetensors file'):
-        read_state_dict(str(bad_st))
-    with pytest.raises(FileNotFoundError, match='missing.pth'):
-        read_state_dict(str(tmp_path / 'missing.pth'))
-    assert not os.path.exists('pwned')
 
 
 def test_timm_pretrained_scheme_round_trips_into_vit_adapter(tmp_path):
@@ -365,3 +347,115 @@ def test_convert_weights_cli_carries_a_rope_schemes_own_tensors(tmp_path, scheme
     else:
         assert not any('freqs_' in k for k in converted)
         assert 'freqs_cos' in done.stdout  # reported as dropped
+
+
+AMBIGUOUS_GRIDS = [(3, 5), (4, 2), (4, 6), (7, 9)]  # 1 + h*w is a perfect square
+
+
+@pytest.mark.parametrize('grid', AMBIGUOUS_GRIDS, ids=[f'{h}x{w}' for h, w in AMBIGUOUS_GRIDS])
+@pytest.mark.parametrize('name', ['LearnedPE', 'LaPE', 'PVG', 'MPVG'])
+def test_table_with_a_class_slot_at_the_models_grid_is_read_as_such(name, grid):
+    """1 + h*w entries at this model's grid: slot + this grid, not a square grid
+    without a slot (that misreading loaded a resized table and passed strict)."""
+    model = PEViT(embed_dim=32, depth=2, num_heads=4, pretrain_size=(16 * grid[0], 16 * grid[1]),
+                  pos_embed=dict(type=name))
+    table = torch.randn(1, 1 + grid[0] * grid[1], 32)
+    mapped, _ = remap({'pos_embed': table}, model)
+    torch.testing.assert_close(mapped['pe.table.weight'], table[:, 1:])
+    with_slot = PEViT(embed_dim=32, depth=2, num_heads=4, class_token=True,
+                      pretrain_size=(16 * grid[0], 16 * grid[1]),
+                      pos_embed=dict(type='LaPE' if name == 'MPVG' else name))
+    mapped, _ = remap({'pos_embed': table}, with_slot)  # this model's own layout, exactly
+    torch.testing.assert_close(mapped['pe.table.weight'], table)
+
+
+# ---- what a tensor that reaches the model's parts must be ----------------------------------
+def rope_vit_state(model, depth=None):
+    """The model's tensors in rope-vit's mixed layout: freqs (2, depth, heads * d/2) and
+    the token-position buffers freqs_t_x / freqs_t_y."""
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith('pe.')}
+    freqs = model.pe.freqs.detach()
+    state['freqs'] = freqs.reshape(2, freqs.shape[1], -1) if depth is None else \
+        torch.randn(2, depth, freqs[0, 0].numel())
+    state['freqs_t_x'], state['freqs_t_y'] = torch.arange(16.) % 4, torch.arange(16.) // 4
+    return state
+
+
+def test_rope_vit_position_buffers_are_dropped_as_recomputed():
+    model = tiny_vit_with_pe('RoPEMixed')
+    report = load_pretrained(model, rope_vit_state(model), strict=True)
+    assert report.dropped == {'freqs_t_x': 'buffer that RoPEMixed recomputes for every grid',
+                              'freqs_t_y': 'buffer that RoPEMixed recomputes for every grid'}
+    _, report = remap(rope_vit_state(model), tiny_vit_with_pe('RoPEAxial'))
+    assert 'layout of RoPEMixed' in report.dropped['freqs_t_x']
+
+
+def bad_tensor(name, dtype=None):
+    """A source state dict for a LearnedPE PEViT (4x4 grid, D=32) with one bad entry."""
+    model = tiny_vit_with_pe('LearnedPE')
+    state = dict(model.state_dict())
+    if name == 'pe.table.weight+pos_embed':
+        state['pos_embed'] = torch.randn(1, 16, 32)
+    elif name == 'pos_embed':
+        del state['pe.table.weight']
+        state['pos_embed'] = torch.ones(1, 17, 32).to(dtype)
+    elif name == 'expanded pos_embed':
+        del state['pe.table.weight']
+        state['pos_embed'] = torch.zeros(1, 1, 32).expand(1, 1 + 4000 ** 2, 32)
+    elif name == 'wide pos_embed':
+        del state['pe.table.weight']
+        state['pos_embed'] = torch.randn(1, 17, 48)
+    else:
+        state[name] = state[name].to(dtype)
+    return model, state
+
+
+TRANSFER_ERRORS = [
+    # (model, source) builder args, error, message
+    (('pe.table.weight+pos_embed',), IncompatibleCheckpointError,
+     r'pe.table.weight and pos_embed both load into pe.table.weight'),
+    (('blocks.0.norm1.weight', torch.int64), IncompatibleCheckpointError,
+     r'blocks.0.norm1.weight -> blocks.0.norm1.weight: a torch.int64 tensor where the model has '
+     r'torch.float32; integer values are not cast to floating-point'),
+    (('blocks.1.attn.qkv.weight', torch.bool), IncompatibleCheckpointError,
+     r'blocks.1.attn.qkv.weight .*torch.bool tensor .*boolean values are not cast'),
+    (('patch_embed.proj.weight', torch.complex64), IncompatibleCheckpointError,
+     r'patch_embed.proj.weight .*complex values are not cast'),
+    (('pos_embed', torch.int64), IncompatibleCheckpointError,
+     r'pos_embed: a position table must be floating point, got torch.int64'),
+    (('pos_embed', torch.complex64), IncompatibleCheckpointError,
+     r'pos_embed: a position table must be floating point, got torch.complex64'),
+    (('expanded pos_embed',), CheckpointError,
+     r"source state dict: 'pos_embed' is a \(1, 16000001, 32\) view of 128 stored bytes"),
+    (('wide pos_embed',), IncompatibleCheckpointError,
+     r'pos_embed: cannot fit a position table of shape \(1, 17, 48\) to \(1, 16, 32\)'),
+]
+
+
+@pytest.mark.parametrize('source,error,message', TRANSFER_ERRORS,
+                         ids=[' '.join(map(str, s)) for s, _, _ in TRANSFER_ERRORS])
+@pytest.mark.parametrize('strict', [True, False], ids=['strict', 'non-strict'])
+def test_tensor_that_cannot_load_as_it_is_named_not_cast(source, error, message, strict):
+    model, state = bad_tensor(*source)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(error, match=message):
+        load_pretrained(model, state, strict=strict)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize('name,source,message', [
+    ('RoPEMixed', 'freqs of depth 3', r'freqs: frequencies of shape \(2, 3, 16\) do not fit '
+                                      r'RoPEMixed freqs \(2, 2, 4, 4\) \(depth 2, 4 heads'),
+    ('RelPosBias', 'BEiT table of 6 heads',
+     r'rel_pos_bias.relative_position_bias_table: relative position table of shape \(52, 6\) '
+     r'does not fit RelPosBias: expected \(entries, 4 heads\)'),
+])
+def test_positional_tensor_of_the_models_scheme_with_another_shape_fails(name, source, message):
+    model = tiny_vit_with_pe(name)
+    if name == 'RoPEMixed':
+        state = rope_vit_state(model, depth=3)
+    else:
+        state = {k: v for k, v in model.state_dict().items() if not k.startswith('pe.')}
+        state['rel_pos_bias.relative_position_bias_table'] = torch.randn(49 + 3, 6)
+    with pytest.raises(IncompatibleCheckpointError, match=message):
+        load_pretrained(model, state, strict=True)

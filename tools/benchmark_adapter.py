@@ -5,7 +5,10 @@ czczup/ViT-Adapter is given) lives in its own worker process: the original
 needs import shims for its mmcv 1.x / mmdet 2.x imports that cannot share a
 process with mmcv 2.x. The driver interleaves the workers (A B C A B C ...)
 after a warm-up, so every variant sees the same machine state, and reports
-medians and ratios to the first variant measured in the same run.
+medians and ratios to the first variant measured in the same run. Requests and
+results travel over a pipe of their own (a ``multiprocessing`` connection on
+an inherited file descriptor), not over the workers' stdout, which any import
+or library may write to (the workers' stdout goes to the driver's stderr).
 
 Speed: forward and forward+backward at --size (default 512, batch 2), train mode.
 Memory: one training step at --memory-size (default 1024, batch 1) in a fresh
@@ -25,7 +28,7 @@ per-stage ViT features) unless --layout det (window 14, blocks 2/5/8/11 global).
 Usage:
     python tools/benchmark_adapter.py [--original /path/to/ViT-Adapter]
         [--schemes LearnedPE MPVG ...] [--repeats 5] [--device cpu|cuda] [--csv out.csv]
-        [--breakdown] [--compile [BACKEND]]
+        [--results-dir DIR] [--breakdown] [--compile [BACKEND]]
 
 --compile adds ``compiled:<scheme>`` variants: ours under
 ``torch.compile(fullgraph=True)``, timed after their compile (whose time, the
@@ -38,11 +41,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from multiprocessing.connection import Connection, Pipe
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from timing import timed  # tools/timing.py
+from timing import RESULTS_DIR_HELP, results_dir, timed, write_results  # tools/timing.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DET_WINDOWS = [14, 14, 0] * 4  # original detection configs: blocks 2, 5, 8, 11 global
@@ -147,8 +151,10 @@ def part_calls(model, variant: str, img, layout: str) -> dict:
 
 
 def worker(args) -> None:
-    """Serve timing requests on stdin ('fwd' / 'train' / 'part:NAME'), or measure
-    memory once."""
+    """Serve the driver's requests ('fwd' / 'train' / 'part:NAME' / 'flops:NAME')
+    until it closes the channel, or measure memory once; every answer is a number
+    sent over the channel."""
+    channel = Connection(args.channel_fd)
     torch.manual_seed(0)
     if args.variant == 'original':
         model = build_original(args.original, args.layout)
@@ -168,36 +174,63 @@ def worker(args) -> None:
         idle = current_rss_kb()
         step(model, img, True, args.device)
         if args.device == 'cuda':
-            print(torch.cuda.max_memory_allocated() / 2**20, flush=True)
+            channel.send(torch.cuda.max_memory_allocated() / 2**20)
         else:
-            print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - idle) / 1024, flush=True)
+            channel.send((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - idle) / 1024)
         return
     img = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
     parts = {}  # built on the first part request only
-    print(f'ready {compile_s}', flush=True)
-    for line in sys.stdin:
-        request, _, part = line.strip().partition(':')
+    channel.send(compile_s)  # ready
+    while True:
+        try:
+            request, _, part = channel.recv().partition(':')
+        except EOFError:  # the driver is done
+            return
         if part and not parts:
             parts.update(part_calls(model, args.variant, img, args.layout))
         if request == 'part':
-            print(timed(lambda: train_pass(model, parts[part]), args.device), flush=True)
+            channel.send(timed(lambda: train_pass(model, parts[part]), args.device))
         elif request == 'flops':
             with FlopCounterMode(display=False) as counter:
                 train_pass(model, parts[part])
-            print(counter.get_total_flops(), flush=True)
+            channel.send(counter.get_total_flops())
         else:
-            print(step(model, img, request == 'train', args.device), flush=True)
+            channel.send(step(model, img, request == 'train', args.device))
 
 
-def spawn(variant: str, args, extra=()) -> subprocess.Popen:
-    cmd = [sys.executable, os.path.abspath(__file__), '--worker', variant, '--layout',
-           args.layout, '--device', args.device, '--size', str(args.size), '--batch',
-           str(args.batch), '--memory-size', str(args.memory_size), *extra]
-    if args.original:
-        cmd += ['--original', args.original]
-    if args.compile:
-        cmd += ['--compile', args.compile]
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+class Worker:
+    """A worker process and the driver's end of its channel."""
+
+    def __init__(self, variant: str, args, extra=()) -> None:
+        self.variant = variant
+        self.channel, theirs = Pipe()
+        cmd = [sys.executable, os.path.abspath(__file__), '--worker', variant, '--channel-fd',
+               str(theirs.fileno()), '--layout', args.layout, '--device', args.device,
+               '--size', str(args.size), '--batch', str(args.batch), '--memory-size',
+               str(args.memory_size), *extra]
+        if args.original:
+            cmd += ['--original', args.original]
+        if args.compile:
+            cmd += ['--compile', args.compile]
+        # the worker's stdout (logs, anything its imports print) goes to our stderr
+        self.process = subprocess.Popen(cmd, pass_fds=[theirs.fileno()],
+                                        stdin=subprocess.DEVNULL, stdout=sys.stderr)
+        theirs.close()  # the worker holds the only other end: its exit reads as EOF here
+
+    def receive(self) -> float:
+        try:
+            return self.channel.recv()
+        except EOFError:
+            raise SystemExit(f'benchmark_adapter: the {self.variant} worker exited (status '
+                             f'{self.process.wait()}) without an answer; its error is above')
+
+    def ask(self, request: str) -> float:
+        self.channel.send(request)
+        return self.receive()
+
+    def close(self) -> None:
+        self.channel.close()
+        self.process.wait()
 
 
 def main() -> None:
@@ -217,10 +250,12 @@ def main() -> None:
     parser.add_argument('--breakdown', action='store_true',
                         help='time the parts (forward+backward) instead; no memory')
     parser.add_argument('--csv')
+    parser.add_argument('--results-dir', type=results_dir, metavar='DIR', help=RESULTS_DIR_HELP)
     parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
                         help='also time torch.compile(fullgraph=True) of ours (backend '
                         'default inductor); the compile time is reported apart')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
+    parser.add_argument('--channel-fd', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--memory', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--save-weights', help=argparse.SUPPRESS)
     parser.add_argument('--load-weights', help=argparse.SUPPRESS)
@@ -239,20 +274,17 @@ def main() -> None:
     for v in variants:  # the original first: it writes the weights ours:LearnedPE loads
         extra = (['--save-weights', weights] if v == 'original' else
                  ['--load-weights', weights] if args.original else [])
-        workers[v] = spawn(v, args, extra)
-        ready, _, compile_s = workers[v].stdout.readline().strip().partition(' ')
-        assert ready == 'ready', f'{v} failed to start'
+        workers[v] = Worker(v, args, extra)
+        compile_s = workers[v].receive()  # sent once the worker is ready
         if v.startswith('compiled:'):
-            compile_times[v] = float(compile_s)
+            compile_times[v] = compile_s
     modes = [f'part:{p}' for p in PARTS] + ['train'] if args.breakdown else ['fwd', 'train']
     times = {(v, m): [] for v in variants for m in modes}
     progress = ProgressBar(args.warmup + args.repeats)
     for round_ in range(args.warmup + args.repeats):
         for mode in modes:
             for v in variants:
-                workers[v].stdin.write(mode + '\n')
-                workers[v].stdin.flush()
-                t = float(workers[v].stdout.readline())
+                t = workers[v].ask(mode)
                 if round_ >= args.warmup:
                     times[v, mode].append(t)
         progress.update()
@@ -260,20 +292,18 @@ def main() -> None:
     if args.breakdown:
         for v in variants:
             for p in PARTS:
-                workers[v].stdin.write(f'flops:{p}\n')
-                workers[v].stdin.flush()
-                flops[v, p] = float(workers[v].stdout.readline())
+                flops[v, p] = workers[v].ask(f'flops:{p}')
     for w in workers.values():
-        w.stdin.close()
-        w.wait()
+        w.close()
     if args.breakdown:
         return report_breakdown(variants, times, flops, args)
     memory = {}
     if not args.no_memory:
         for v in (v for v in variants if not v.startswith('compiled:')):
             extra = ['--memory'] + (['--load-weights', weights] if args.original else [])
-            out = spawn(v, args, extra).communicate()[0]
-            memory[v] = float(out.strip().splitlines()[-1])
+            measure = Worker(v, args, extra)
+            memory[v] = measure.receive()
+            measure.close()
 
     base = variants[0]
     med = {k: statistics.median(t) for k, t in times.items()}
@@ -299,6 +329,14 @@ def main() -> None:
               f'{args.compile})')
     if args.csv:
         write_csv(rows, args.csv)
+    if args.results_dir:
+        write_results(rows, args.results_dir, results_benchmark(args), args.device)
+
+
+def results_benchmark(args) -> str:
+    """The <benchmark> part of the --results-dir file name: what the table measured."""
+    return (f'adapter-{args.layout}-{args.size}px-batch{args.batch}'
+            + ('-breakdown' if args.breakdown else ''))
 
 
 def device_name(args) -> str:
@@ -342,6 +380,8 @@ def report_breakdown(variants, times, flops, args) -> None:
                          if f'{v}_gflop' in row else '– | –' for v in variants) + ' |')
     if args.csv:
         write_csv(rows, args.csv)
+    if args.results_dir:
+        write_results(rows, args.results_dir, results_benchmark(args), args.device)
 
 
 if __name__ == '__main__':

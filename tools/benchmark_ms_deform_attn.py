@@ -13,7 +13,7 @@ the injector (queries at 1/16, values at 1/8, 1/16, 1/32) and the extractor
 
 Usage:
     python tools/benchmark_ms_deform_attn.py [--size 512] [--batch 2] [--repeats 7]
-        [--csv out.csv]
+        [--csv out.csv] [--results-dir DIR]
 """
 import argparse
 import importlib
@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from timing import timed  # tools/timing.py
+from timing import RESULTS_DIR_HELP, results_dir, timed, write_results  # tools/timing.py
 
 
 def cases(size: int) -> Dict[str, Tuple[int, List[Tuple[int, int]]]]:
@@ -67,6 +67,7 @@ def main():
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--csv', help='also write the table here')
+    parser.add_argument('--results-dir', type=results_dir, metavar='DIR', help=RESULTS_DIR_HELP)
     args = parser.parse_args()
     if args.size < 32 or args.size % 32:
         parser.error(f'--size must be a positive multiple of 32 (levels at 1/8, 1/16, 1/32), '
@@ -108,6 +109,9 @@ def main():
               f'{r["fwd_bwd_ms"]:.1f} | {r["fwd_bwd_ratio"]:.2f} |')
     if args.csv:
         write_csv(rows, args.csv)
+    if args.results_dir:
+        write_results(rows, args.results_dir,
+                      f'ms_deform_attn-{args.size}px-batch{args.batch}', 'cpu')
 
 
 if __name__ == '__main__':

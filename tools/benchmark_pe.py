@@ -16,7 +16,7 @@ these kernels can go, up to timing noise.
 Usage:
     python tools/benchmark_pe.py [--device cpu|cuda] [--size 512] [--batch 1]
         [--dtype fp32|bf16|fp16] [--repeats 7] [--schemes NoPE LaPE ...] [--csv out.csv]
-        [--kernel-cost]
+        [--results-dir DIR] [--kernel-cost]
 
 --dtype bf16/fp16 runs the models under autocast to that type (their weights stay fp32).
 """
@@ -30,7 +30,7 @@ import mmvitpe  # noqa: F401
 from mmvitpe.models import PEViT
 from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.utils.tables import write_csv
-from timing import timed  # tools/timing.py
+from timing import RESULTS_DIR_HELP, results_dir, timed, write_results  # tools/timing.py
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -99,6 +99,7 @@ def main() -> None:
                         help='autocast to this type (fp32: no autocast)')
     parser.add_argument('--schemes', nargs='+', default=schemes, choices=schemes)
     parser.add_argument('--csv', help='also write the table here')
+    parser.add_argument('--results-dir', type=results_dir, metavar='DIR', help=RESULTS_DIR_HELP)
     parser.add_argument('--kernel-cost', action='store_true',
                         help='also time the attention kernel per logit-term kind')
     args = parser.parse_args()
@@ -137,6 +138,9 @@ def main() -> None:
               f"{r['train_ms']:.1f} | {r['train_ratio']:.3f} |")
     if args.csv:
         write_csv(rows, args.csv)
+    if args.results_dir:
+        write_results(rows, args.results_dir, f'pe-{args.arch}-{args.size}px-batch{args.batch}-'
+                      f'{args.dtype}', args.device)
     if args.kernel_cost:
         kernel_cost(models['NoPE'], args, base)
 

@@ -389,7 +389,7 @@ def execute(args, study_dir, manifest, runs, cfg, sizes, train_label):
             evals_left -= 1
     if not args.dry_run:
         elapsed = study.format_seconds(time.time() - progress.start)
-        print(f'[compare_pe] {len(runs)} runs ready ({elapsed} in this session)', flush=True)
+        print(f'[compare_pe] {len(runs)} runs ready ({elapsed} in this invocation)', flush=True)
 
 
 def report(args, study_dir, manifest, runs, cfg, sizes, train_label) -> None:

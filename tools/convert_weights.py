@@ -2,24 +2,29 @@
 
     python tools/convert_weights.py SRC CONFIG OUT [--cfg-options k=v ...] [--no-strict]
 
-SRC: a timm/DeiT, MAE, BEiT, LaPE, SP-ViT, CPVT/Twins, rope-vit or original
-ViT-Adapter checkpoint (.pth/.pt/.bin or .safetensors, raw or under
-state_dict/model, whole detector/segmentor or backbone only). CONFIG decides
+SRC: a timm/DeiT, original ViT-Adapter, LaPE, SP-ViT, CPVT/Twins, rope-vit, MAE, BEiT,
+DINOv2, DINOv3 or EVA-02 (official or timm) checkpoint, or an mmvitpe one (.pth/.pt/.bin
+or .safetensors, raw or under state_dict/model/module, whole mmdet/mmseg model or
+backbone only); docs/weights.md lists what is read of each. CONFIG decides
 the target backbone, its PE scheme included. OUT holds
 ``{'state_dict': {'backbone.<key>': tensor}, 'meta': {...}}``; use it as
 ``model.backbone.init_cfg.checkpoint`` or as ``load_from``. The load report
 (loaded / resized / newly initialised / dropped / unexpected / missing) is
-printed; in strict mode (default) anything unexplained is an error.
+printed; in strict mode (default) anything unexplained is an error. OUT is
+written atomically (nothing is left cut off by an interrupted run) and may not
+be SRC or CONFIG.
 """
 import argparse
 import sys
 
 import torch
-from mmengine.config import DictAction
+from mmengine.config import Config
 from mmengine.utils import track_iter_progress
 
 import mmvitpe  # noqa: F401
-from mmvitpe.apis import backbone_from_config
+from mmvitpe.apis import backbone_without_init, check_cfg_options, exit_on_bad_input
+from mmvitpe.apis.launch import CfgOptionsAction
+from mmvitpe.utils.io import atomic_write, check_not_an_input
 from mmvitpe.weights import (IncompatibleCheckpointError, backbone_part, load_pretrained,
                              read_state_dict)
 
@@ -30,11 +35,21 @@ def main() -> None:
     parser.add_argument('src')
     parser.add_argument('config')
     parser.add_argument('out')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
+                        help='override config keys, e.g. model.backbone.depth=4')
     parser.add_argument('--no-strict', action='store_true',
                         help='write the checkpoint even if the report has unexplained keys')
     args = parser.parse_args()
-    backbone = backbone_from_config(args.config, args.cfg_options)
+    try:
+        check_not_an_input('OUT', args.out, dict(SRC=args.src, CONFIG=args.config))
+    except ValueError as e:
+        parser.error(str(e))
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        with exit_on_bad_input():
+            check_cfg_options(cfg, args.cfg_options)
+        cfg.merge_from_dict(args.cfg_options)
+    backbone = backbone_without_init(cfg)
 
     print(f'reading {args.src}', flush=True)
     state = backbone_part(read_state_dict(args.src), source=args.src)
@@ -48,7 +63,8 @@ def main() -> None:
         converted['backbone.' + key] = value.detach().clone().contiguous()
     meta = dict(source=args.src, config=args.config, backbone=type(backbone).__name__,
                 pos_embed=type(backbone.pe).__name__, report=report.table())
-    torch.save({'state_dict': converted, 'meta': meta}, args.out)
+    with atomic_write(args.out) as tmp:
+        torch.save({'state_dict': converted, 'meta': meta}, tmp)
     print(f'\nwrote {args.out}')
 
 

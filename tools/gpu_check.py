@@ -25,19 +25,24 @@ or the budget's end; what was skipped or stopped, and why, is in the report.
 OUT/report.json and OUT/report.md are rewritten after every part, so a run
 killed from outside still leaves what it finished.
 
+The benchmarks' tables also land in --results-dir (default results/ in the
+repository), one CSV per benchmark, GPU and torch version (see the benchmarks'
+``--results-dir``).
+
 Exit status: 0 every part ran and passed; 1 a part failed or was stopped;
 2 none failed, but parts were skipped for the budget.
 
-On the lent GPU machine (the device tool's run, carry ['.whl'], timeout_s 420):
-    bash tools/gpu/launch.sh
-which installs the wheels of tools/gpu/fetch_wheels.sh and runs
-    python tools/gpu_check.py --device cuda --out $OUT
+Usage, on a machine with a CUDA GPU and mmvitpe's requirements installed:
+    python tools/gpu_check.py --device cuda --out DIR
+On a CUDA machine without network, tools/gpu/fetch_wheels.sh (run where there is
+network) and tools/gpu/launch.sh install what is missing and run this check.
 ``--device cpu --quick`` runs the same parts at toy sizes (the test suite's dry run).
 """
 import argparse
 import csv
 import datetime
 import json
+import math
 import os
 import resource
 import shlex
@@ -50,6 +55,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from timing import results_dir  # tools/timing.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADAPTER_SCHEMES = ['NoPE', 'LearnedPE', 'MPVG', 'RoPEMixed', 'RelPosBias', 'SPSA']
 # fwd+bwd × NoPE targets of the README's PE overhead table (set on CPU)
@@ -58,7 +65,7 @@ PE_TARGETS = {'LearnedPE': 1.03, 'FactorizedPE': 1.03, 'SinCosPE': 1.03, 'LaPE':
               'RelPosBias': 1.08, 'SPSA': 1.30}
 # --quick: NoPE's cases of one PE-core and one ViT-Adapter test
 QUICK_TESTS = 'NoPE and (any_grid_forward_backward or every_pe_scheme_runs_forward_backward)'
-DEFAULT_BUDGET_S = 330  # + pip install and start-up: fits the device call's timeout_s 420
+DEFAULT_BUDGET_S = 330  # with launch.sh's install and start-up, about 7 minutes in all
 LOG_TAIL_LINES = 40
 
 
@@ -153,9 +160,9 @@ def sdpa_kernels(device: str, quick: bool) -> dict:
 
 
 def parse_env(part: Part, result: dict) -> None:
-    lines = [line for line in read_lines(result['log_path']) if line.startswith('{')]
-    if lines:
-        result['info'] = json.loads(lines[-1])
+    if os.path.exists(part.files['info']):  # the probe's own file: its log is for people
+        with open(part.files['info']) as f:
+            result['info'] = json.load(f)
         if result['info'].get('mmvitpe_import') not in (None, 'ok'):
             result['status'] = 'failed'
 
@@ -219,24 +226,25 @@ def plan(args, tmp: str) -> List[Part]:
     py, device = sys.executable, args.device
     run = RUNS['quick' if args.quick else 'full']
     caps = run['caps']
-    junit = os.path.join(tmp, 'junit.xml')
-    parts = [Part('env', [py, os.path.abspath(__file__), '--probe', '--device', device]
+    junit, info = os.path.join(tmp, 'junit.xml'), os.path.join(tmp, 'env.json')
+    parts = [Part('env', [py, os.path.abspath(__file__), '--probe', info, '--device', device]
                   + (['--quick'] if args.quick else []),
-                  cap_s=caps['env'], min_s=5, parse=parse_env),
+                  cap_s=caps['env'], min_s=5, parse=parse_env, files=dict(info=info)),
              Part('tests', [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-m', device,
                             '-rfE', '--continue-on-collection-errors', f'--junitxml={junit}',
                             'tests', *run['tests']],
                   cap_s=caps['tests'], min_s=30, parse=parse_tests, files=dict(junit=junit))]
+    results = ['--results-dir', args.results_dir]
     for size in run['pe_sizes']:
         csv_path = os.path.join(tmp, f'pe_{size}.csv')
         parts.append(Part(f'pe_{size}', [py, 'tools/benchmark_pe.py', '--device', device,
                                          '--dtype', 'bf16', '--size', str(size), '--kernel-cost',
-                                         '--csv', csv_path, *run['pe']],
+                                         '--csv', csv_path, *results, *run['pe']],
                           cap_s=caps[f'pe_{size}'], min_s=20, parse=parse_pe,
                           files=dict(csv=csv_path)))
     csv_path = os.path.join(tmp, 'adapter.csv')
     parts.append(Part('adapter', [py, 'tools/benchmark_adapter.py', '--device', device, '--csv',
-                                  csv_path, *run['adapter']],
+                                  csv_path, *results, *run['adapter']],
                       cap_s=caps['adapter'], min_s=45, parse=parse_adapter,
                       files=dict(csv=csv_path)))
     return [p for p in parts if p.name == 'env' or p.name.split('_')[0] in args.parts]
@@ -372,9 +380,17 @@ def adapter_section(result: dict) -> List[str]:
     return lines
 
 
+def write_atomically(path: str, text: str) -> None:
+    """A reader, or a run killed meanwhile, sees the old file or the new one."""
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def write_report(report: dict, out_dir: str) -> None:
-    with open(os.path.join(out_dir, 'report.json'), 'w') as f:
-        json.dump(report, f, indent=1, allow_nan=False)
+    write_atomically(os.path.join(out_dir, 'report.json'),
+                     json.dumps(report, indent=1, allow_nan=False))
     parts = report['parts']
     gpu = parts.get('env', {}).get('info', {}).get('gpu', report['device'])
     lines = [f'# mmvitpe GPU check: {gpu}', '',
@@ -393,8 +409,18 @@ def write_report(report: dict, out_dir: str) -> None:
             lines += [''] + pe_section(result, name)
         if 'log_tail' in result:
             lines += ['', f"Last lines of {result['log']}:", '', '```', *result['log_tail'], '```']
-    with open(os.path.join(out_dir, 'report.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    write_atomically(os.path.join(out_dir, 'report.md'), '\n'.join(lines) + '\n')
+
+
+def budget_seconds(text: str) -> float:
+    """argparse type of --budget: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f'{text!r} is not a positive, finite number of seconds')
+    return value
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -402,16 +428,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', choices=['cuda', 'cpu'], default='cuda')
     parser.add_argument('--out', default=os.path.join(REPO, 'work_dirs', 'gpu_check'))
-    parser.add_argument('--budget', type=float, default=DEFAULT_BUDGET_S,
-                        help='seconds for all parts together (default: %(default)s)')
+    parser.add_argument('--budget', type=budget_seconds, default=DEFAULT_BUDGET_S,
+                        help='seconds for all parts together, > 0 (default: %(default)s)')
+    parser.add_argument('--results-dir', type=results_dir, metavar='DIR',
+                        default=os.path.join(REPO, 'results'),
+                        help="where the benchmarks also write their tables (each one's "
+                        '--results-dir; default: %(default)s)')
     parser.add_argument('--parts', nargs='+', default=['tests', 'pe', 'adapter'],
                         choices=['tests', 'pe', 'adapter'],
                         help='which parts after env (default: all)')
     parser.add_argument('--quick', action='store_true', help='toy sizes: a dry run')
-    parser.add_argument('--probe', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--probe', metavar='JSON', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.probe:
-        print(json.dumps(probe(args.device, args.quick)))
+    if args.probe:  # the env part: what it found goes to its own file, not the log
+        write_atomically(args.probe, json.dumps(probe(args.device, args.quick)))
         return 0
     if args.device == 'cuda':
         import torch

@@ -108,6 +108,7 @@ def main():
                 from mmdet.evaluation import DumpDetResults
                 runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
             runner.test()
+            del runner  # holds the process group: released so that close_distributed ends it
     finally:
         close_distributed()
 

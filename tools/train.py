@@ -77,14 +77,20 @@ def main():
     init_cpu_distributed(args.launcher)
     try:
         with exit_on_bad_input():
-            runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-            if resume_from:
-                runner.register_hook(CheckpointFitHook(check_resume_fits, resume_from))
-            if compile_options is not None:
-                compile_backbone(runner.model, compile_options)
-            runner.train()
+            train(cfg, resume_from, compile_options)
     finally:
         close_distributed()
+
+
+def train(cfg, resume_from, compile_options) -> None:
+    """Build the Runner and train. The Runner lives only in here: released on
+    return, so that close_distributed can end the process group it holds."""
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    if resume_from:
+        runner.register_hook(CheckpointFitHook(check_resume_fits, resume_from))
+    if compile_options is not None:
+        compile_backbone(runner.model, compile_options)
+    runner.train()
 
 
 if __name__ == '__main__':

@@ -28,7 +28,9 @@ model = dict(
     backbone=dict(
         type='mmvitpe.ViTBaseline', embed_dim=96, depth=4, num_heads=3, patch_size=8,
         pretrain_size=64, pos_embed=dict(type='LearnedPE'), final_norm=True,
-        norm_cfg=norm_cfg),
+        # the head reads the stride-4 level only: take every level from the last block,
+        # so that all four blocks (and their PE terms) are trained
+        out_indices=[3, 3, 3, 3], norm_cfg=norm_cfg),
     decode_head=dict(
         type='FCNHead', in_channels=96, in_index=0, channels=96, num_convs=0,
         concat_input=False, dropout_ratio=0.0, num_classes=3, norm_cfg=norm_cfg,

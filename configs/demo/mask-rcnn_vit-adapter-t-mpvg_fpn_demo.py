@@ -79,10 +79,10 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=5)
 # 1e-4 (the COCO config's): with 4 images a step, 4e-4 gave half the bbox mAP@0.5
 # on 64 validation scenes (0.107 vs 0.237), 5e-5 0.211
 # the fresh RPN and RoI heads at 4x: at 1e-4 their box regression does not
-# learn in 160 steps (README).
+# learn in 160 steps (configs/demo/README.md).
 # The first matching custom key wins, so the heads' biases (and GN's weights,
 # which 'norm' does not match) get weight decay here, unlike the base config's
-# biases: the README's results were measured so
+# biases: the results in configs/demo/README.md were measured so
 optim_wrapper = dict(
     optimizer=dict(lr=1e-4),
     paramwise_cfg=dict(custom_keys={'rpn_head': dict(lr_mult=4.), 'roi_head': dict(lr_mult=4.)}))

@@ -1,7 +1,7 @@
 # ViT-Adapter-T Mask R-CNN 3x with RoPE-ViT axial RoPE + APE.
 # Composite preset RoPEAxialAPE: LearnedPE + RoPEAxial.
 # No published number for this combination.
-# Starts from DeiT-T weights (learned PE); see the README on moving weights across schemes.
+# Starts from DeiT-T weights (learned PE); see docs/weights.md on moving weights across schemes.
 _base_ = '../vit_adapter/mask-rcnn_vit-adapter-t_fpn_3x_coco.py'
 
 model = dict(backbone=dict(pos_embed=dict(type='RoPEAxialAPE')))

@@ -6,6 +6,7 @@ codebase is decided here from the config's ``default_scope``.
 import argparse
 import contextlib
 import difflib
+import gc
 import inspect
 import os
 import os.path as osp
@@ -232,12 +233,18 @@ def init_cpu_distributed(launcher: str) -> None:
 
 
 def close_distributed() -> None:
-    """Destroy the process group, if any, while the interpreter is still alive.
+    """End the process group, if any, and its gloo threads, while the interpreter
+    is still alive.
 
-    Left to interpreter shutdown, gloo's worker threads can outlive the Python
-    objects they hold and abort the process (SIGABRT, "terminate called without
-    an active exception") after a successful run; see pytorch/pytorch#179291.
+    A gloo worker thread frees each finished collective's tensors, which takes
+    the GIL; one still waiting for it when the interpreter shuts down is ended
+    inside a C++ destructor, aborting a finished run (SIGABRT, "terminate called
+    without an active exception"). The group's threads stop only when its last
+    reference goes: call this after the Runner (whose DDP wrapper holds the
+    group) is released; unreachable cycles are collected here first (and no
+    function default holds it: mmvitpe/engine/cpu_ddp.py).
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gc.collect()
         torch.distributed.destroy_process_group()
 

@@ -5,6 +5,12 @@ which torch rejects for a module on the CPU; mmengine's own
 ``MMDistributedDataParallel`` otherwise works there, so only that argument
 is dropped. tools/train.py selects this wrapper on machines without CUDA.
 """
+# Imported before any process group exists (``import mmvitpe`` precedes it), so
+# that its functions' ``group=group.WORLD`` defaults hold None: imported after
+# init_process_group (torch._dynamo imports it), they would hold the default
+# group for good, and destroy_process_group could not end its gloo threads
+# (see mmvitpe.apis.close_distributed).
+import torch.distributed.nn.functional  # noqa: F401
 from mmengine.model import MMDistributedDataParallel
 
 from mmvitpe.registry import MODEL_WRAPPERS

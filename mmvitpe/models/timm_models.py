@@ -35,6 +35,7 @@ from timm.models.vision_transformer import global_pool_nlc
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_bool
 from .vit import ARCH_SETTINGS, PEViT
 
 ARCHS = ('tiny', 'small', 'base')
@@ -113,7 +114,7 @@ class TimmPEViT(PEViT):
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.head_drop(self.pool(x))
-        return x if pre_logits else self.head(x)
+        return x if check_bool(type(self).__name__, 'pre_logits', pre_logits) else self.head(x)
 
     # ---- features -----------------------------------------------------------------
     def forward_features(self, x: Tensor) -> Tensor:
@@ -140,6 +141,10 @@ class TimmPEViT(PEViT):
         """
         if output_fmt not in ('NCHW', 'NLC'):
             raise ValueError(f"output_fmt={output_fmt!r}; valid: 'NCHW', 'NLC'")
+        return_prefix_tokens, norm, stop_early, intermediates_only = (
+            check_bool(type(self).__name__, name, value) for name, value in (
+                ('return_prefix_tokens', return_prefix_tokens), ('norm', norm),
+                ('stop_early', stop_early), ('intermediates_only', intermediates_only)))
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         batch = x.shape[0]
         x, state = self.embed(x)
@@ -170,6 +175,8 @@ class TimmPEViT(PEViT):
         containers, and they keep the state dict loadable. Frozen, they are no
         unused trainable parameters (DDP) and no optimizer group (timm skips them).
         """
+        prune_norm, prune_head = (check_bool(type(self).__name__, name, value) for name, value
+                                  in (('prune_norm', prune_norm), ('prune_head', prune_head)))
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         self.blocks = self.blocks[:max_index + 1]
         if prune_norm:
@@ -184,7 +191,7 @@ class TimmPEViT(PEViT):
 
     # ---- training -----------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.with_cp = enable
+        self.with_cp = check_bool(type(self).__name__, 'enable', enable)
 
     def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
         """Layer id of a parameter (or module) name for timm's layer-wise lr decay:
@@ -192,6 +199,7 @@ class TimmPEViT(PEViT):
         (A regex dict cannot follow the schemes' per-block parameters, hence a callable,
         which timm's ``group_parameters`` takes.) ``coarse`` changes nothing: a ViT
         block is already the coarsest stage."""
+        check_bool(type(self).__name__, 'coarse', coarse)
         return lambda name: self.get_layer_depth(name)[0]
 
 
@@ -236,7 +244,7 @@ def create_timm_pevit(variant: str, scheme: str, class_token: bool, pretrained: 
     ``pos_embed`` may give the scheme's arguments (e.g. ``dict(hidden=32)``);
     its ``type``, if given, must be the model's scheme.
     """
-    if pretrained:
+    if check_bool(variant, 'pretrained', pretrained):
         raise ValueError(f'{variant}: mmvitpe ships no ImageNet weights; train them with '
                          "timm's train.py, or pass checkpoint_path= to timm.create_model")
     pos_embed = dict(kwargs.pop('pos_embed', None) or {})

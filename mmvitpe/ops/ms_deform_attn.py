@@ -37,6 +37,7 @@ Shapes: value (B, S, heads, d) with S = sum of h*w over the levels;
 (B, Q, heads, levels, points). Output (B, Q, heads * d).
 """
 import os
+import sys
 import time
 import warnings
 from functools import lru_cache
@@ -173,24 +174,29 @@ def cpu_kernels() -> Optional[object]:
     """``torch.ops.mmvitpe_cpu`` from :data:`CPU_KERNEL_SOURCE`, compiled on the
     first call of a process where no build of this source is cached
     (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); None,
-    with a warning naming the error, when it cannot be built."""
-    start = time.perf_counter()
+    with a warning naming the error, when it cannot be built.
+
+    A build (minutes on a busy machine) is announced on stderr: stdout is the
+    program's own output. ``cpp_extension`` holds a file lock in the build
+    directory, so processes that start together build once and load that build.
+    """
+    start = time.time()
     try:
         from torch.utils import cpp_extension  # imports setuptools
         # -fopenmp: at::parallel_for is inlined from the OpenMP backend's header
-        cpp_extension.load(name='mmvitpe_ms_deform_attn_cpu', sources=[CPU_KERNEL_SOURCE],
-                           extra_cflags=['-O3', '-fopenmp'], extra_ldflags=['-fopenmp'],
-                           is_python_module=False)
+        library = cpp_extension.load(name='mmvitpe_ms_deform_attn_cpu',
+                                     sources=[CPU_KERNEL_SOURCE],
+                                     extra_cflags=['-O3', '-fopenmp'],
+                                     extra_ldflags=['-fopenmp'], is_python_module=False)
     except (ImportError, RuntimeError, OSError) as error:
         warnings.warn(f'mmvitpe: could not build the CPU deformable-attention kernel '
                       f'({CPU_KERNEL_SOURCE}): {error}; the slower embedding_bag path runs '
                       'instead', RuntimeWarning, stacklevel=2)
         return None
-    if time.perf_counter() - start > 1:
-        from mmengine.logging import print_log
-        print_log(f'mmvitpe: built the CPU deformable-attention kernel in '
-                  f'{time.perf_counter() - start:.0f} s (cached for later processes)',
-                  logger='current')
+    if os.path.getmtime(library) >= start:  # written during this call: a build, not a load
+        print(f'mmvitpe: built the CPU deformable-attention kernel in '
+              f'{time.time() - start:.0f} s ({library}, cached for later processes)',
+              file=sys.stderr, flush=True)
     return torch.ops.mmvitpe_cpu
 
 

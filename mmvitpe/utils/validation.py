@@ -3,13 +3,15 @@
 Every check names the owner, the argument, the bad value and what is valid:
 ``TypeError`` for a value of the wrong kind, ``ValueError`` for one out of
 range. ``bool`` is never accepted as a number (``True`` is an ``int`` in
-Python, never a size). mmengine's ``ConfigDict`` and lists/tuples from a
+Python, never a size), nor a number or a string as a flag (``'False'`` is
+truthy). mmengine's ``ConfigDict`` and lists/tuples from a
 config are accepted wherever a dict / sequence is.
 """
 import math
 import numbers
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 
@@ -19,6 +21,14 @@ def _is_int(value) -> bool:
 
 def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_bool(owner: str, name: str, value) -> bool:
+    """A flag: True or False (numpy's bool too); not 0/1, None or a string."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f'{owner}: {name}={value!r} must be True or False, got '
+                        f'{type(value).__name__}')
+    return bool(value)
 
 
 def check_int(owner: str, name: str, value, minimum: Optional[int] = 1) -> int:

@@ -1,13 +1,14 @@
 """Move released weights into a ViT of mmvitpe, across layouts and PE schemes.
 
-:func:`remap` turns a source state dict (timm/DeiT, MAE, BEiT, the original
-ViT-Adapter, LaPE, SP-ViT, CPVT/Twins, rope-vit, or mmvitpe itself) into this
-model's keys. It is the generic walk only: which foreign keys exist and how
-they convert is known by the module that owns the parameters (the ViT core,
-the spatial prior module, each PE scheme; see ``ownership.py``). So weights
-trained with scheme A load into scheme B: shared tensors load, B's own
-parameters keep their (neutral where the scheme has one) initialisation, and
-A-only tensors are reported as dropped.
+:func:`remap` turns a source state dict into this model's keys: mmvitpe's own, whole
+mmdet/mmseg models, timm/DeiT, the original ViT-Adapter, LaPE, SP-ViT, CPVT/Twins,
+rope-vit, MAE, BEiT, DINOv2, DINOv3 and EVA-02 (official or timm); docs/weights.md
+holds the list with what is read of each. It is the generic walk only: which
+foreign keys exist and how they convert is known by the module that owns the
+parameters (the ViT core, the spatial prior module, each PE scheme; see
+``ownership.py``). So weights trained with scheme A load into scheme B: shared
+tensors load, B's own parameters keep their (neutral where the scheme has one)
+initialisation, and A-only tensors are reported as dropped.
 
 It serves every loading path: ``init_cfg=dict(type='Pretrained')`` (via
 ``PEViT.init_weights``), ``load_from`` and ``--resume`` (via a state-dict

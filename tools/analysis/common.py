@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 import mmvitpe  # noqa: F401  (registers the backbones)
 from mmvitpe.apis import backbone_from_config
+from mmvitpe.utils.io import atomic_write
 from mmvitpe.weights import backbone_part, load_pretrained, read_state_dict
 
 matplotlib.use('Agg')
@@ -32,6 +33,12 @@ def parser(doc: str) -> argparse.ArgumentParser:
 def output(args, name: str) -> str:
     os.makedirs(args.out, exist_ok=True)
     return os.path.join(args.out, name)
+
+
+def save_figure(fig, path: str, dpi: int) -> None:
+    """``fig.savefig``, atomically (no half-written image after an interrupted run)."""
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
 
 
 def load_backbone(config: str, checkpoint: Optional[str] = None,

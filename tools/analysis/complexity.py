@@ -8,7 +8,7 @@ Writes complexity.csv (preset, scheme, params, pe_params, gflops) and complexity
 """
 import matplotlib.pyplot as plt
 import torch
-from common import load_backbone, output, parser
+from common import load_backbone, output, parser, save_figure
 from mmengine.utils import ProgressBar
 
 import mmvitpe  # noqa: F401
@@ -38,7 +38,7 @@ def main() -> None:
     ax.set_xticks(range(len(rows)), labels, rotation=90, fontsize=7)
     ax.set(ylabel=f'GFLOPs at {args.size}x{args.size}', title='Forward FLOPs per scheme')
     fig.tight_layout()
-    fig.savefig(output(args, 'complexity.png'), dpi=100)
+    save_figure(fig, output(args, 'complexity.png'), dpi=100)
     print('\n| preset | scheme | params (M) | PE params | GFLOPs |')
     print('|---|---|---:|---:|---:|')
     for r in rows:

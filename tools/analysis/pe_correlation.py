@@ -8,7 +8,7 @@ pe_heatmaps.png. The PE of a layer is what the scheme adds to that layer's
 normalised tokens (LaPE/PVG/MPVG), or the input PE for schemes that act once.
 """
 import matplotlib.pyplot as plt
-from common import load_backbone, load_images, output, parser
+from common import load_backbone, load_images, output, parser, save_figure
 from mmengine.utils import track_iter_progress
 
 import mmvitpe  # noqa: F401
@@ -29,7 +29,7 @@ def main() -> None:
            ylabel='Pearson correlation')
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(output(args, 'pe_correlation.png'), dpi=100)
+    save_figure(fig, output(args, 'pe_correlation.png'), dpi=100)
 
     fig, axes = plt.subplots(2, len(layers), figsize=(1.6 * len(layers), 4), squeeze=False)
     for i, layer in enumerate(track_iter_progress(layers)):
@@ -42,7 +42,7 @@ def main() -> None:
             ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f'{scheme}: |token embedding| and |PE| (tokens x channels)')
     fig.tight_layout()
-    fig.savefig(output(args, 'pe_heatmaps.png'), dpi=60)
+    save_figure(fig, output(args, 'pe_heatmaps.png'), dpi=60)
     for r in rows:
         print(f"layer {r['layer']:2d}: correlation {r['correlation']:.3f}")
 

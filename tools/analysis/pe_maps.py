@@ -11,7 +11,7 @@
 import math
 
 import matplotlib.pyplot as plt
-from common import load_backbone, output, parser
+from common import load_backbone, output, parser, save_figure
 from mmengine.utils import track_iter_progress
 
 import mmvitpe  # noqa: F401
@@ -39,7 +39,7 @@ def similarity(model, args) -> None:
                  for i, v in enumerate(m.flatten())]
     fig.suptitle(f'{type(model.pe).__name__}: cosine similarity of position embeddings')
     fig.tight_layout()
-    fig.savefig(output(args, 'pe_similarity.png'), dpi=100)
+    save_figure(fig, output(args, 'pe_similarity.png'), dpi=100)
     write_csv(rows, output(args, 'pe_similarity.csv'))
 
 
@@ -60,7 +60,7 @@ def relative(model, args) -> None:
                           value=float(m[head, y, x])) for y in range(h) for x in range(w)]
     fig.suptitle(f'{type(model.pe).__name__} over relative offsets (centre = 0)')
     fig.tight_layout()
-    fig.savefig(output(args, 'relative_maps.png'), dpi=100)
+    save_figure(fig, output(args, 'relative_maps.png'), dpi=100)
     write_csv(rows, output(args, 'relative_maps.csv'))
 
 
@@ -75,7 +75,7 @@ def rope(model, args) -> None:
     ax.set_title(f'{type(model.pe).__name__}: (fx, fy) per block/head/pair (colour = block)',
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(output(args, 'rope_freqs.png'), dpi=100)
+    save_figure(fig, output(args, 'rope_freqs.png'), dpi=100)
 
 
 def main() -> None:

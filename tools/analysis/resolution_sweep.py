@@ -12,7 +12,7 @@ With a dataset, the metric itself is measured by tools/test.py with
 --cfg-options changing the test resize.
 """
 import matplotlib.pyplot as plt
-from common import load_backbone, load_images, output, parser
+from common import load_backbone, load_images, output, parser, save_figure
 from mmengine.utils import ProgressBar
 
 import mmvitpe  # noqa: F401
@@ -48,7 +48,7 @@ def main() -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(output(args, 'resolution_sweep.png'), dpi=100)
+    save_figure(fig, output(args, 'resolution_sweep.png'), dpi=100)
     print(f'\nwrote {output(args, "resolution_sweep.csv")}')
 
 

@@ -14,6 +14,10 @@ command fails when an output differs by more than ``--atol`` (1e-4).
 CHECKPOINT is a training checkpoint of the whole model (``backbone.*`` and
 ``neck.*`` are taken from it); without it the weights are random, which is
 enough to check the graph. The backbone's ``init_cfg`` is never run.
+
+``--out`` is written atomically, after ``onnx.checker`` passed on it (an
+interrupted or failed export leaves the previous file as it was), and may not
+be CONFIG or CHECKPOINT.
 """
 import argparse
 import os
@@ -28,6 +32,7 @@ from torch import nn
 import mmvitpe  # noqa: F401  (registers modules, applies the checkpoint policy)
 from mmvitpe.apis import (add_common_args, backbone_without_init, exit_on_bad_input,
                           prepare_config)
+from mmvitpe.utils.io import atomic_write, check_not_an_input
 from mmvitpe.weights.reader import read_state_dict
 
 
@@ -99,6 +104,11 @@ def main() -> None:
         raise SystemExit(f'--atol {args.atol}: need a tolerance >= 0')
     if args.checkpoint and not os.path.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint not found: {args.checkpoint}')
+    try:
+        check_not_an_input('--out', args.out,
+                           dict(CONFIG=args.config, CHECKPOINT=args.checkpoint))
+    except ValueError as e:
+        parser.error(str(e))
     import onnx
     import onnxruntime
 
@@ -112,8 +122,9 @@ def main() -> None:
     with torch.no_grad():
         program = torch.onnx.export(model, (img,), dynamo=True, dynamic_shapes=dynamic_shapes,
                                     input_names=['img'])
-    program.save(args.out)
-    onnx.checker.check_model(args.out, full_check=True)
+    with atomic_write(args.out) as tmp:
+        program.save(tmp)
+        onnx.checker.check_model(tmp, full_check=True)
     print(f'wrote {args.out}; onnx.checker: ok')
     session = onnxruntime.InferenceSession(args.out, providers=['CPUExecutionProvider'])
     ok = compare('export size', session, model, img, args.atol)

@@ -29,8 +29,8 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
-from mmvitpe.utils.validation import (check_dict, check_int, check_int_list, check_positive,
-                                      check_real)
+from mmvitpe.utils.validation import (check_bool, check_dict, check_int, check_int_list,
+                                      check_positive, check_real)
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
 from ..layers.deformable_attention import DeformableAttention
 from ..vit import PEViT, resolve_arch
@@ -123,6 +123,11 @@ class ViTAdapter(PEViT):
                  **kwargs) -> None:
         if not isinstance(preset, str) or preset not in ADAPTER_SETTINGS:
             raise ValueError(f'unknown preset {preset!r}; valid: {sorted(ADAPTER_SETTINGS)}')
+        with_cffn, use_extra_extractor, vit_final_norm, freeze_vit, inject = (
+            check_bool('ViTAdapter', name, value) for name, value in (
+                ('with_cffn', with_cffn), ('use_extra_extractor', use_extra_extractor),
+                ('vit_final_norm', vit_final_norm), ('freeze_vit', freeze_vit),
+                ('inject', inject)))
         if not inject and init_values:
             raise ValueError(f'init_values={init_values} is the injectors\' gamma, but '
                              'inject=False builds no injectors')

@@ -50,7 +50,7 @@ class ViTBaseline(PEViT):
                             [quarter * k - 1 for k in range(1, 5)])
         if len(self.out_indices) != 4 or sorted(self.out_indices) != self.out_indices or \
                 not all(0 <= i < self.depth for i in self.out_indices):
-            raise ValueError(f'out_indices={self.out_indices}: need 4 increasing block '
+            raise ValueError(f'out_indices={self.out_indices}: need 4 non-decreasing block '
                              f'indices in 0..{self.depth - 1}')
         norm_cfg = check_dict('ViTBaseline', 'norm_cfg', norm_cfg) or dict(type='BN')
         dim = self.embed_dim

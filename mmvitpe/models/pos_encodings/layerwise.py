@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from mmvitpe.utils.validation import check_positive
+from mmvitpe.utils.validation import check_bool, check_positive
 
 from .base import Grid, PEState, PositionalEncoding
 from .learned import AbsoluteTable, add_to_tokens, resolve_class_slot
@@ -48,8 +48,8 @@ class LayerwisePE(PositionalEncoding):
             blocks = range(self.first_block, self.depth)
         self.blocks = sorted(self._block_set(blocks, 'blocks'))
         self.table = AbsoluteTable(self.embed_dim, self.pretrain_grid,
-                                   resolve_class_slot(self, class_slot),
-                                   interpolation, antialias)
+                                   resolve_class_slot(self, class_slot), interpolation,
+                                   check_bool(type(self).__name__, 'antialias', antialias))
         self.norms = nn.ModuleDict({str(b): nn.LayerNorm(self.embed_dim, eps=norm_eps)
                                     for b in self.blocks})
         self.last_norm_layer = (nn.LayerNorm(self.embed_dim, eps=norm_eps)

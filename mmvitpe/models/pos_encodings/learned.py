@@ -20,6 +20,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_bool, check_real
 from .base import Grid, PEState, PositionalEncoding
 
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'area', 'nearest-exact')
@@ -48,8 +49,8 @@ class AbsoluteTable(nn.Module):
         super().__init__()
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f'interpolation={interpolation!r}; valid: {INTERPOLATIONS}')
-        if not isinstance(interpolate_offset, (int, float)) or isinstance(
-                interpolate_offset, bool) or not 0 <= interpolate_offset < 1:
+        check_real('LearnedPE', 'interpolate_offset', interpolate_offset)  # a number at all
+        if not 0 <= interpolate_offset < 1:
             raise ValueError(f'interpolate_offset={interpolate_offset!r} must be a number in '
                              '[0, 1) (DINOv2: 0.1; 0: resize to the grid, as timm)')
         self.interpolate_offset = float(interpolate_offset)
@@ -146,6 +147,7 @@ def resolve_class_slot(scheme: PositionalEncoding, class_slot: Optional[bool]) -
     class_tokens = scheme.num_prefix_tokens - scheme.num_register_tokens
     if class_slot is None:
         class_slot = class_tokens > 0
+    check_bool(type(scheme).__name__, 'class_slot', class_slot)
     if class_slot and class_tokens == 0:
         raise ValueError(f'{type(scheme).__name__}: class_slot=True but the model has no '
                          'class token; set class_token=True on the model or class_slot=False')
@@ -174,8 +176,9 @@ class LearnedPE(PositionalEncoding):
                  antialias: bool = False, interpolate_offset: float = 0., **kwargs) -> None:
         super().__init__(**kwargs)
         self.table = AbsoluteTable(self.embed_dim, self.pretrain_grid,
-                                   resolve_class_slot(self, class_slot),
-                                   interpolation, antialias, interpolate_offset)
+                                   resolve_class_slot(self, class_slot), interpolation,
+                                   check_bool('LearnedPE', 'antialias', antialias),
+                                   interpolate_offset)
 
     def prepare(self, grid: Grid, device, dtype) -> PEState:
         state = PEState(tuple(grid))

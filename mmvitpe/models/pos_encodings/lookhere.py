@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_real
 from .alibi_2d import FixedLogitBias
 from .base import Grid
 
@@ -87,8 +88,8 @@ class LookHere(FixedLogitBias):
     Args:
         directions: Field-of-view preset (see the module docstring); default
             'halves' (LookHere-180).
-        global_slope: g, scales every penalty.
-        layer_slopes: (s of block 0, s of the last block), linear in between.
+        global_slope: g (>= 0), scales every penalty.
+        layer_slopes: (s of block 0, s of the last block), each >= 0, linear in between.
         distance: 'linear' | 'sqrt' | 'square' of the Euclidean distance.
         **kwargs: See :class:`PositionalEncoding`.
     """
@@ -101,10 +102,13 @@ class LookHere(FixedLogitBias):
             raise ValueError(f'LookHere: directions={directions!r}; valid: {sorted(DIRECTIONS)}')
         if distance not in DISTANCES:
             raise ValueError(f'LookHere: distance={distance!r}; valid: {DISTANCES}')
-        if len(layer_slopes) != 2:
-            raise ValueError(f'LookHere: layer_slopes={layer_slopes!r} must be (first, last)')
+        if not isinstance(layer_slopes, (list, tuple)) or len(layer_slopes) != 2:
+            raise TypeError(f'LookHere: layer_slopes={layer_slopes!r} must be a pair '
+                            '(first, last) of numbers')
         self.directions, self.distance = directions, distance
-        self.global_slope, self.layer_slopes = float(global_slope), tuple(layer_slopes)
+        self.global_slope = check_real('LookHere', 'global_slope', global_slope, low=0.)
+        self.layer_slopes = tuple(check_real('LookHere', f'layer_slopes[{i}]', s, low=0.)
+                                  for i, s in enumerate(layer_slopes))
         self.head_masks = [DIRECTIONS[directions][h % 4] for h in range(self.num_heads)]
         if directions.startswith(('none', 'zero')):
             # official: each of the four slopes repeated heads/4 times
@@ -112,10 +116,13 @@ class LookHere(FixedLogitBias):
             head = 4.0 ** -(1 + group.clamp(max=3)).float()
         else:
             head = 2.0 ** -(1 + torch.arange(self.num_heads) // 4).float()
-        layer = torch.linspace(layer_slopes[0], layer_slopes[1], self.depth)
+        layer = torch.linspace(*self.layer_slopes, self.depth)
         # (depth, heads): g * s_l * m_h
-        self.register_buffer('slopes', self.global_slope * layer[:, None] * head[None],
-                             persistent=False)
+        slopes = self.global_slope * layer[:, None] * head[None]
+        if not slopes.isfinite().all():  # inf times the zero distance to itself: NaN
+            raise ValueError(f'LookHere: global_slope={global_slope} times layer_slopes='
+                             f'{self.layer_slopes} overflows float32')
+        self.register_buffer('slopes', slopes, persistent=False)
 
     def offset_table(self, block: int, grid: Grid) -> Tensor:
         """(heads, 2h-1, 2w-1) over offsets (key minus query); -inf outside each FOV."""

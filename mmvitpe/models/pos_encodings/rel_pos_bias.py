@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
-from mmvitpe.utils.validation import check_size_pair
+from mmvitpe.utils.validation import check_bool, check_size_pair
 from .base import Grid, PEState, PositionalEncoding, expand_relative_table, pad_prefix
 
 
@@ -45,6 +45,7 @@ class RelPosBias(PositionalEncoding):
                  table_grid: Optional[Grid] = None, class_entries: bool = False,
                  **kwargs) -> None:
         super().__init__(**kwargs)
+        class_entries = check_bool('RelPosBias', 'class_entries', class_entries)
         self.blocks = sorted(self._block_set(blocks, 'blocks'))
         self.table_grid = (tuple(self.pretrain_grid) if table_grid is None
                            else check_size_pair('RelPosBias', 'table_grid', table_grid))

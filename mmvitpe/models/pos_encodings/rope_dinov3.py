@@ -42,9 +42,13 @@ from timm.layers.pos_embed_sincos import make_coords_dinov3
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_positive, check_real
 from .base import Grid, PEState, PositionalEncoding, memo_off
 
 NORMALIZE_COORDS = ('separate', 'min', 'max')
+# Largest shift / jitter / rescale of the [-1, 1] coordinates: far beyond it float32
+# angles lose their precision (rotations become noise) or overflow (NaN features).
+MAX_COORD_AUGMENTATION = 100.
 
 
 @POS_ENCODINGS.register_module()
@@ -56,7 +60,8 @@ class RoPEDINOv3(PositionalEncoding):
         min_period, max_period: Log-spaced periods instead of ``base``.
         normalize_coords: 'separate' | 'min' | 'max'.
         shift_coords, jitter_coords, rescale_coords: Training-time
-            coordinate augmentation (None: off); DINOv3's released models
+            coordinate augmentation (None: off), at most
+            :data:`MAX_COORD_AUGMENTATION`; DINOv3's released models
             were trained with ``rescale_coords=2``.
         blocks: Blocks that rotate q/k (default: all).
         **kwargs: See :class:`PositionalEncoding`.
@@ -79,11 +84,19 @@ class RoPEDINOv3(PositionalEncoding):
         if normalize_coords not in NORMALIZE_COORDS:
             raise ValueError(f'RoPEDINOv3: normalize_coords={normalize_coords!r}; valid: '
                              f'{NORMALIZE_COORDS}')
-        for name, value, low in (('shift_coords', shift_coords, 0),
-                                 ('jitter_coords', jitter_coords, 1),
-                                 ('rescale_coords', rescale_coords, 1)):
-            if value is not None and not value >= low:
-                raise ValueError(f'RoPEDINOv3: {name}={value} must be >= {low} (or None)')
+        if base is not None:
+            base = check_positive('RoPEDINOv3', 'base', base)
+        else:
+            min_period, max_period = (check_positive('RoPEDINOv3', name, value) for name, value
+                                      in (('min_period', min_period), ('max_period', max_period)))
+            if min_period > max_period:
+                raise ValueError(f'RoPEDINOv3: min_period={min_period} is larger than '
+                                 f'max_period={max_period}')
+        for name, value, low in (('shift_coords', shift_coords, 0.),
+                                 ('jitter_coords', jitter_coords, 1.),
+                                 ('rescale_coords', rescale_coords, 1.)):
+            if value is not None:
+                check_real('RoPEDINOv3', name, value, low=low, high=MAX_COORD_AUGMENTATION)
         self.normalize_coords = normalize_coords
         self.shift_coords, self.jitter_coords = shift_coords, jitter_coords
         self.rescale_coords = rescale_coords
@@ -94,6 +107,14 @@ class RoPEDINOv3(PositionalEncoding):
             periods = ratio ** torch.linspace(0, 1, n) / ratio * max_period
         else:
             periods = base ** (2 * torch.arange(n).float() / (self.head_dim // 2))
+        # float32 periods and angles (NaN features where one overflows)
+        largest_coord = (1 + (shift_coords or 0)) * (jitter_coords or 1) * (rescale_coords or 1)
+        largest_angle = 2 * math.pi * largest_coord / periods.double().min()
+        if not periods.isfinite().all() or not largest_angle < torch.finfo(torch.float32).max:
+            raise ValueError(f'RoPEDINOv3: base={base}, min_period={min_period}, max_period='
+                             f'{max_period} give float32 periods {periods.min():.3g} .. '
+                             f'{periods.max():.3g}, and angles up to {largest_angle:.3g}: '
+                             'beyond float32 (DINOv3: base=100)')
         self.register_buffer('periods', periods, persistent=True)
 
     foreign_keys = re.compile(r'^rope_embed\.periods$')

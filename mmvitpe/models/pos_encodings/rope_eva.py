@@ -40,6 +40,7 @@ from timm.layers.pos_embed_sincos import freq_bands
 from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
+from mmvitpe.utils.validation import check_bool, check_positive, check_size_pair
 from .base import Grid
 from .rope import RotaryPE
 
@@ -59,10 +60,13 @@ class RoPEEVA02(RotaryPE):
     def __init__(self, theta: float = 10000.0, ref_grid: Optional[Grid] = None,
                  rescale: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
+        rescale = check_bool('RoPEEVA02', 'rescale', rescale)
         if ref_grid is not None and not rescale:
             raise ValueError('RoPEEVA02: ref_grid is set but rescale=False ignores it')
-        self.theta = theta
-        self.ref_grid = tuple(ref_grid or self.pretrain_grid) if rescale else None
+        self.theta = check_positive('RoPEEVA02', 'theta', theta)
+        if ref_grid is not None:
+            ref_grid = check_size_pair('RoPEEVA02', 'ref_grid', ref_grid)
+        self.ref_grid = (ref_grid or self.pretrain_grid) if rescale else None
         bands = freq_bands(self.head_dim // 4, temperature=theta, step=1)
         zeros = torch.zeros_like(bands)
         # per patch of the reference grid: the first d/4 pairs turn with y, the last with x

@@ -17,8 +17,8 @@ from timm.layers import PatchEmbed, resample_patch_embed
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
-from mmvitpe.utils.validation import (check_image, check_int, check_int_list, check_positive,
-                                      check_rate, check_real, check_size_pair)
+from mmvitpe.utils.validation import (check_bool, check_image, check_int, check_int_list,
+                                      check_positive, check_rate, check_real, check_size_pair)
 from mmvitpe.weights.ownership import Claim, ForeignWeights
 from mmvitpe.weights.reader import backbone_part, read_state_dict
 from mmvitpe.weights.transfer import load_pretrained, remap
@@ -222,8 +222,11 @@ class PEViT(ForeignWeights, BaseModule):
         check_int(owner, 'num_classes', num_classes, minimum=0)
         if layer_scale_init_value is not None:
             check_real(owner, 'layer_scale_init_value', layer_scale_init_value)
-        if not isinstance(class_token, bool):
-            raise TypeError(f'{owner}: class_token={class_token!r} must be True or False')
+        class_token, final_norm = (check_bool(owner, k, settings[k])
+                                   for k in ('class_token', 'final_norm'))
+        for flag in ('qkv_bias', 'mlp_norm'):
+            block_args[flag] = check_bool(owner, flag, block_args[flag])
+        block_args['mlp_align'] = check_int(owner, 'mlp_align', block_args['mlp_align'], minimum=0)
         self.num_register_tokens = check_int(owner, 'num_register_tokens', num_register_tokens,
                                              minimum=0)
         self.num_prefix_tokens = (1 if class_token else 0) + self.num_register_tokens
@@ -235,7 +238,7 @@ class PEViT(ForeignWeights, BaseModule):
             raise ValueError("global_pool='token' needs class_token=True")
         self.global_pool = global_pool
         self.window_sizes = self._per_block_windows(window_size, window_block_indexes)
-        self.with_cp = with_cp
+        self.with_cp = check_bool(owner, 'with_cp', with_cp)
 
         # dynamic_img_pad: any input size; the last row/column of patches is zero-padded.
         self.patch_embed = PatchEmbed(
@@ -326,9 +329,10 @@ class PEViT(ForeignWeights, BaseModule):
         if unknown:
             raise ValueError(f'init_cfg Pretrained: unknown keys {sorted(unknown)}; valid: '
                              "checkpoint, key, prefix, strict, map_location")
+        strict = check_bool(type(self).__name__, 'init_cfg.strict', cfg.get('strict', True))
         state = backbone_part(read_state_dict(cfg['checkpoint'], cfg.get('key')),
                               cfg.get('prefix'), source=cfg['checkpoint'])
-        report = load_pretrained(self, state, strict=cfg.get('strict', True))
+        report = load_pretrained(self, state, strict=strict)
         entry = f' [{cfg["key"]}]' if cfg.get('key') else ''
         print_log(f'loaded {cfg["checkpoint"]}{entry} into {type(self).__name__} '
                   f'({type(self.pe).__name__}):\n{report.table()}', logger='current')
