@@ -118,11 +118,13 @@ class LookHere(FixedLogitBias):
             head = 2.0 ** -(1 + torch.arange(self.num_heads) // 4).float()
         layer = torch.linspace(*self.layer_slopes, self.depth)
         # (depth, heads): g * s_l * m_h
-        slopes = self.global_slope * layer[:, None] * head[None]
-        if not slopes.isfinite().all():  # inf times the zero distance to itself: NaN
+        # inf times the zero distance to itself would be NaN. Checked in Python floats
+        # (the head factors are at most 1/2): on the meta device tensors hold no values
+        if self.global_slope * max(self.layer_slopes) / 2 > torch.finfo(torch.float32).max:
             raise ValueError(f'LookHere: global_slope={global_slope} times layer_slopes='
                              f'{self.layer_slopes} overflows float32')
-        self.register_buffer('slopes', slopes, persistent=False)
+        self.register_buffer('slopes', self.global_slope * layer[:, None] * head[None],
+                             persistent=False)
 
     def offset_table(self, block: int, grid: Grid) -> Tensor:
         """(heads, 2h-1, 2w-1) over offsets (key minus query); -inf outside each FOV."""

@@ -107,13 +107,22 @@ class RoPEDINOv3(PositionalEncoding):
             periods = ratio ** torch.linspace(0, 1, n) / ratio * max_period
         else:
             periods = base ** (2 * torch.arange(n).float() / (self.head_dim // 2))
-        # float32 periods and angles (NaN features where one overflows)
+        # float32 periods and angles (NaN features where one overflows), in Python floats:
+        # a model may be built on the meta device, whose tensors hold no values
+        if both:
+            log_smallest, log_largest = math.log(min_period), math.log(max_period)
+        else:  # base ** (2k / (head_dim / 2)), k = 0 .. n-1
+            log_smallest, log_largest = 0., 2 * (n - 1) / (self.head_dim // 2) * math.log(base)
         largest_coord = (1 + (shift_coords or 0)) * (jitter_coords or 1) * (rescale_coords or 1)
-        largest_angle = 2 * math.pi * largest_coord / periods.double().min()
-        if not periods.isfinite().all() or not largest_angle < torch.finfo(torch.float32).max:
+        log_largest_angle = math.log(2 * math.pi * largest_coord) - log_smallest
+        float32 = torch.finfo(torch.float32)
+        # DINOv3's order computes max_period / min_period first
+        if not (math.log(float32.tiny) < log_smallest
+                and max(log_largest, log_largest - log_smallest, log_largest_angle)
+                < math.log(float32.max)):
             raise ValueError(f'RoPEDINOv3: base={base}, min_period={min_period}, max_period='
-                             f'{max_period} give float32 periods {periods.min():.3g} .. '
-                             f'{periods.max():.3g}, and angles up to {largest_angle:.3g}: '
+                             f'{max_period} give periods e^{log_smallest:.3g} .. '
+                             f'e^{log_largest:.3g} and angles up to e^{log_largest_angle:.3g}: '
                              'beyond float32 (DINOv3: base=100)')
         self.register_buffer('periods', periods, persistent=True)
 
