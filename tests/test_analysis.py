@@ -153,25 +153,104 @@ def _run_tool(args, tmp_path, env=None):
     return done.stdout, rows
 
 
-def test_pe_benchmark_reports_ratios_and_kernel_costs(tmp_path):
-    # one warm-up round: a cold first attention call, timed, can make an implied ratio
-    # negative (seen in two full CI runs)
-    out, rows = _run_tool(['tools/benchmark_pe.py', '--schemes', 'SPSA', 'RelPosBias', '--size',
-                           '64', '--repeats', '1', '--warmup', '1', '--kernel-cost'], tmp_path)
+# tiny sizes; the PE benchmark with two schemes whose kernel costs it implies
+SMOKE = {'tools/benchmark_pe.py': ['--size', '64', '--repeats', '1', '--warmup', '1',
+                                   '--schemes', 'SPSA', 'RelPosBias'],
+         'tools/benchmark_adapter.py': ['--size', '64', '--batch', '1', '--memory-size', '64',
+                                        '--repeats', '1', '--warmup', '1'],
+         'tools/benchmark_ms_deform_attn.py': ['--size', '64', '--repeats', '1', '--warmup', '0']}
+
+
+def documented_benchmark_commands():
+    """The benchmark commands of docs/benchmarks.md's code blocks: without the
+    original's checkout (CI has none), their optional ``[...]`` parts, and those
+    for a GPU where there is none."""
+    with open(os.path.join(REPO, 'docs', 'benchmarks.md')) as f:
+        blocks = '\n'.join(re.findall(r'^```[^\n]*\n(.*?)^```', f.read(), re.M | re.S))
+    commands = []
+    for line in blocks.replace('\\\n', ' ').splitlines():
+        found = re.search(r'python (tools/benchmark_\w+\.py)([^#]*)', line)
+        if not found or ('--device cuda' in line and not torch.cuda.is_available()):
+            continue
+        tool, args = found.groups()
+        # --no-memory too: the memory worker is measured as well, at the tiny size
+        args = re.sub(r'\[[^\]]*\]|--original \S+|--no-memory', '', args)
+        # a scheme list shortened to its first: each compiled variant traces for ~20 s
+        args = re.sub(r'(--schemes \S+)(?: [A-Z]\S*)*', r'\1', args)
+        # inductor compiles for minutes on CPU; aot_eager runs the same variants
+        args = re.sub(r'--compile(?=\s+--|\s*$)', '--compile aot_eager', args)
+        commands.append([tool, *args.split()])
+    return commands
+
+
+@pytest.fixture(scope='module')
+def documented_runs(tmp_path_factory):
+    """Each documented benchmark command at a tiny size: {command line: (stdout, rows)}.
+    Every interpreter starts by printing numbers and words, as a first build of the
+    CPU kernel logs: the workers must still deliver their numbers, over a channel of
+    their own."""
+    noise = tmp_path_factory.mktemp('noise')
+    (noise / 'sitecustomize.py').write_text(
+        "import sys\n"
+        "if '--worker' in sys.argv:\n"
+        "    print('ready 129')\n"
+        "    print('built the CPU deformable-attention kernel in 129 s', flush=True)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(noise), os.environ.get('PYTHONPATH')])))
+    runs = {}
+    for command in documented_benchmark_commands():
+        out_dir = tmp_path_factory.mktemp('run')
+        runs[' '.join(command)] = _run_tool([*command, *SMOKE[command[0]]], out_dir, env=env)
+    return runs
+
+
+def documented_run(runs, tool, *options):
+    """The stdout and rows of the one documented command of ``tool`` with ``options``."""
+    (found,) = [run for line, run in runs.items()
+                if line.startswith(tool) and all(o in line.split() for o in options)]
+    return found
+
+
+def test_the_documented_benchmark_commands_run(documented_runs):
+    assert {line.split()[0] for line in documented_runs} == set(SMOKE)
+    assert len(documented_runs) >= 4
+    for out, rows in documented_runs.values():
+        assert rows and 'built the CPU' not in out  # the workers' stdout went to stderr
+
+
+def test_pe_benchmark_reports_ratios_and_kernel_costs(documented_runs):
+    out, rows = documented_run(documented_runs, 'tools/benchmark_pe.py', '--kernel-cost')
     assert [r['scheme'] for r in rows] == ['NoPE', 'SPSA', 'RelPosBias']
     assert float(rows[0]['train_ratio']) == 1.0
     implied = [line.split('|') for line in out.splitlines() if line.startswith('| learned ')]
     assert len(implied) == 2 and all(float(r[3]) > 0 and float(r[5]) > 0 for r in implied)
 
 
-def test_op_benchmark_times_every_cpu_path_against_grid_sample(tmp_path):
-    _, rows = _run_tool(['tools/benchmark_ms_deform_attn.py', '--size', '64', '--repeats', '1',
-                         '--warmup', '0'], tmp_path)
+def test_op_benchmark_times_every_cpu_path_against_grid_sample(documented_runs):
+    _, rows = documented_run(documented_runs, 'tools/benchmark_ms_deform_attn.py')
     assert [(r['case'], r['path']) for r in rows] == [
         (case, path) for case in ('injector', 'extractor')
         for path in ('grid_sample', 'gather', 'compiled')]
     assert all(float(r['fwd_ms']) > 0 and float(r['fwd_bwd_ms']) > 0 for r in rows)
     assert {float(r['fwd_ratio']) for r in rows if r['path'] == 'grid_sample'} == {1.0}
+
+
+def test_adapter_benchmark_reports_compiled_variants_with_their_compile_time(documented_runs):
+    out, rows = documented_run(documented_runs, 'tools/benchmark_adapter.py', '--compile')
+    assert [r['variant'] for r in rows] == ['ours:LearnedPE', 'compiled:LearnedPE']
+    assert all(float(r['train_ms']) > 0 for r in rows)
+    assert float(rows[0]['memory_mib']) > 0 and rows[1]['memory_mib'] == 'nan'
+    assert re.search(r'compiled:LearnedPE: compile time [\d.]+ s .*aot_eager', out), out
+
+
+def test_adapter_benchmark_breakdown_accounts_for_the_whole_step(documented_runs):
+    _, rows = documented_run(documented_runs, 'tools/benchmark_adapter.py', '--breakdown')
+    assert [r['part'] for r in rows] == ['spm', 'vit_blocks', 'injectors', 'extractors', 'rest',
+                                         'full step']
+    ms = {r['part']: float(r['ours:LearnedPE_ms']) for r in rows}
+    assert all(0 < ms[part] < ms['full step']
+               for part in ('spm', 'vit_blocks', 'injectors', 'extractors'))
+    assert all(float(r['ours:LearnedPE_gflop']) > 0 for r in rows[:4])
 
 
 def _cpu_model_slug():
@@ -237,73 +316,3 @@ def test_op_benchmark_names_a_bad_option(option, message):
     done = subprocess.run([sys.executable, 'tools/benchmark_ms_deform_attn.py', *option],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
-
-
-def test_adapter_benchmark_breakdown_accounts_for_the_whole_step(tmp_path):
-    _, rows = _run_tool(['tools/benchmark_adapter.py', '--schemes', 'LearnedPE', '--size', '64',
-                         '--batch', '1', '--repeats', '1', '--warmup', '1', '--breakdown'],
-                        tmp_path)
-    assert [r['part'] for r in rows] == ['spm', 'vit_blocks', 'injectors', 'extractors', 'rest',
-                                         'full step']
-    ms = {r['part']: float(r['ours:LearnedPE_ms']) for r in rows}
-    assert all(0 < ms[part] < ms['full step']
-               for part in ('spm', 'vit_blocks', 'injectors', 'extractors'))
-    assert all(float(r['ours:LearnedPE_gflop']) > 0 for r in rows[:4])
-
-
-def test_adapter_benchmark_numbers_do_not_travel_on_stdout(tmp_path):
-    """Workers whose imports print (as a first build of the CPU kernel logs) still
-    deliver their numbers: the driver reads them from a channel of their own."""
-    noise = tmp_path / 'noise'
-    noise.mkdir()
-    # imported at every interpreter's start; numbers and words, as a log line may hold
-    (noise / 'sitecustomize.py').write_text(
-        "import sys\n"
-        "if '--worker' in sys.argv:\n"
-        "    print('ready 129')\n"
-        "    print('built the CPU deformable-attention kernel in 129 s', flush=True)\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(noise), os.environ.get('PYTHONPATH')])))
-    out, rows = _run_tool(['tools/benchmark_adapter.py', '--schemes', 'NoPE', '--size', '64',
-                           '--batch', '1', '--memory-size', '64', '--repeats', '1', '--warmup',
-                           '0'], tmp_path, env=env)
-    assert [r['variant'] for r in rows] == ['ours:NoPE']
-    assert float(rows[0]['train_ms']) > 0 and float(rows[0]['memory_mib']) >= 0
-    assert 'built the CPU' not in out  # the workers' stdout went to stderr
-
-
-# tiny sizes and few variants (the adapter command's first two include MPVG, which needs
-# the final norm)
-SMOKE = {'tools/benchmark_pe.py': ['--size', '64', '--repeats', '1', '--warmup', '0',
-                                   '--schemes', 'NoPE', 'RelPosBias'],
-         'tools/benchmark_adapter.py': ['--size', '64', '--batch', '1', '--memory-size', '64',
-                                        '--repeats', '1', '--warmup', '1'],
-         'tools/benchmark_ms_deform_attn.py': ['--size', '64', '--repeats', '1', '--warmup', '0']}
-
-
-def documented_benchmark_commands():
-    """The benchmark commands of docs/benchmarks.md's code blocks: without the
-    original's checkout (CI has none), their optional ``[...]`` parts, and those
-    for a GPU where there is none."""
-    with open(os.path.join(REPO, 'docs', 'benchmarks.md')) as f:
-        blocks = '\n'.join(re.findall(r'^```[^\n]*\n(.*?)^```', f.read(), re.M | re.S))
-    commands = []
-    for line in blocks.replace('\\\n', ' ').splitlines():
-        found = re.search(r'python (tools/benchmark_\w+\.py)([^#]*)', line)
-        if not found or ('--device cuda' in line and not torch.cuda.is_available()):
-            continue
-        tool, args = found.groups()
-        args = re.sub(r'\[[^\]]*\]|--original \S+', '', args)
-        # a scheme list shortened to its first two
-        args = re.sub(r'(--schemes \S+(?: [A-Z]\S*)?)(?: [A-Z]\S*)*', r'\1', args)
-        # inductor compiles for minutes on CPU; aot_eager runs the same variants
-        args = re.sub(r'--compile(?=\s+--|\s*$)', '--compile aot_eager', args)
-        commands.append([tool, *args.split()])
-    return commands
-
-
-def test_the_documented_benchmark_commands_run(tmp_path):
-    commands = documented_benchmark_commands()
-    assert {c[0] for c in commands} == set(SMOKE) and len(commands) >= 3
-    for command in commands:
-        _run_tool([*command, *SMOKE[command[0]]], tmp_path)
