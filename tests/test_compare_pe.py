@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,6 +195,67 @@ def test_bad_scheme_names_are_clear_errors(capsys):
     with pytest.raises(SystemExit):
         compare_pe.main([CONFIG, '--schemes', 'NoPE', '--baseline', 'MPVG', '--seeds', '0'])
     assert "--baseline 'MPVG' is not one of --schemes ['NoPE']" in capsys.readouterr().err
+
+
+def test_collect_refuses_a_baseline_it_did_not_collect_before_evaluating(killed_and_resumed,
+                                                                          tmp_path):
+    runs = runs_by_name(killed_and_resumed['work_dir'])
+    dirs = [os.path.join(killed_and_resumed['work_dir'], runs[name]['dir'])
+            for name in ('NoPE_seed1', 'LearnedPE_seed1')]
+    with pytest.raises(SystemExit, match=r"--baseline 'MPVG': no collected dir trained it; "
+                                         r"collected: \['LearnedPE', 'NoPE'\]"):
+        load_compare_pe().main(['--collect', *dirs, '--work-dir', str(tmp_path), '--baseline',
+                                'MPVG'])
+    assert not glob.glob(str(tmp_path / 'collected' / '*' / 'eval_*'))
+
+
+def test_a_second_study_on_the_same_dir_stops_naming_the_first(tmp_path):
+    with pe_study.study_lock(str(tmp_path)):
+        with pytest.raises(SystemExit, match=rf'compare_pe: {tmp_path}: another compare_pe is '
+                                             rf'working on this study \(pid {os.getpid()} since '):
+            load_compare_pe().main([CONFIG, '--schemes', 'NoPE', '--seeds', '0', '--work-dir',
+                                    str(tmp_path)])
+    assert not (tmp_path / 'study.json').exists()
+
+
+RUN = dict(scheme='NoPE', seed=0, config_hash='abc', dir='runs/abc/NoPE_seed0',
+           status='trained', train_seconds=1.0, resumed_from=[], results={}, eval_seconds={})
+
+
+@pytest.mark.parametrize('content,message', [
+    ('{"config_hash": "abc", "ru', r'not a readable study manifest \(Unterminated string'),
+    ('', r'not a readable study manifest \(Expecting value'),
+    ('[]', r'expected an object with "config_hash" \(a string\) and "runs" \(an object\)'),
+    (dict(config_hash='abc', runs={'a': 3}), r"run 'a' is a int, not an object"),
+    (dict(config_hash='abc', runs={'a': dict(RUN, seed='0')}),
+     r"run 'a': \"seed\" is '0'; expected an integer"),
+    (dict(config_hash='abc', runs={'a': dict(RUN, status='done')}),
+     r"run 'a': status 'done'; valid: \['pending', 'training', 'trained'\]"),
+    (dict(config_hash='abc', runs={'a': dict(RUN, dir='../x')}),
+     r"run 'a': \"dir\" '../x' is outside the study dir"),
+    (dict(config_hash='abc', runs={'a': dict(RUN, checkpoint='/etc/x.pth')}),
+     r"run 'a': \"checkpoint\" '/etc/x.pth' is outside the study dir"),
+], ids=['truncated', 'empty', 'a list', 'a run not an object', 'seed a string',
+        'unknown status', 'dir outside', 'checkpoint outside'])
+def test_an_edited_or_damaged_manifest_is_refused_naming_the_file(tmp_path, content, message):
+    manifest_path = tmp_path / 'study.json'
+    manifest_path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(SystemExit, match=rf'compare_pe: {manifest_path}: {message}'):
+        load_compare_pe().main([CONFIG, '--schemes', 'NoPE', '--seeds', '0', '--work-dir',
+                                str(tmp_path), '--dry-run'])
+
+
+@pytest.mark.parametrize('options,message', [
+    (['--seeds', '-1'], r'--seeds: -1 is outside the seed range 0..4294967295'),
+    (['--seeds', str(2 ** 32)], r'--seeds: 4294967296 is outside the seed range'),
+    (['--seeds', '0', '--cfg-options', 'train_cfg.max_iterss=2'],
+     r'train_cfg has no key .max_iterss.; did you mean train_cfg.max_iters\?'),
+])
+def test_bad_seeds_and_misspelt_options_fail_in_the_dry_run(tmp_path, capsys, options, message):
+    with pytest.raises(SystemExit) as error:
+        load_compare_pe().main([CONFIG, '--schemes', 'NoPE', '--work-dir', str(tmp_path),
+                                '--dry-run', *options])
+    assert re.search(message, str(error.value.code) + capsys.readouterr().err)
 
 
 def test_another_test_size_changes_what_the_model_sees(position_data):

@@ -104,7 +104,12 @@ def test_rotations_chain():
     ([dict(type='MPVG'), dict(type='MPVG', blocks=[2])], ValueError,
      r'members 0 \(MPVG\) and 1 \(MPVG\) both add a term at the final norm'),
     ([dict(type='LearnedPE'), dict(type='PEG'), dict(type='LearnedPE')], ValueError,
-     r'member 2 repeats member 0 with the same arguments'),
+     r'member 2 .* repeats member 0 .*: the same arguments once defaults are filled in'),
+    # members that differ only by a default spelt out: q/k rotated twice, one PEG twice
+    ([dict(type='RoPEAxial'), dict(type='RoPEAxial', theta=100.0)], ValueError,
+     r"member 1 \(\{'type': 'RoPEAxial', 'theta': 100.0\}\) repeats member 0"),
+    ([dict(type='PEG'), dict(type='PEG', blocks=(0,))], ValueError,
+     r'member 1 .* repeats member 0 .*: the same arguments once defaults are filled in'),
     ([dict(type='RoPEAxial'), dict(type='Sinus')], ValueError,
      r"member 1 \(Sinus\): unknown positional encoding type 'Sinus'"),
     ([dict(type='PEG', bogus=1)], TypeError, r'member 0 \(PEG\).*bogus'),
@@ -218,7 +223,7 @@ def test_single_scheme_checkpoints_load_into_composites_and_back():
     single, composite = vit(dict(type='RelPosBias')), vit(dict(type='BEiTPE'))
     randomise(single.pe)
     report = load_pretrained(composite, single.state_dict())
-    assert report.new == ['pe.members.0.table.weight'] and not report.dropped
+    assert list(report.new) == ['pe.members.0.table.weight'] and not report.dropped
     torch.testing.assert_close(composite.pe.members[1].tables['2'], single.pe.tables['2'])
     # back, through load_state_dict as load_from / resume do
     randomise(composite.pe)

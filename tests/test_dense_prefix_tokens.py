@@ -309,6 +309,15 @@ def test_every_scheme_runs_windowed_blocks_with_prefix_tokens(scheme):
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
 
 
+def test_an_empty_batch_runs_windowed_blocks_with_prefix_tokens():
+    model = ViTBaseline(embed_dim=32, depth=4, num_heads=2, pretrain_size=64, **PREFIX,
+                        window_size=3, window_block_indexes=[0, 2]).eval()
+    with torch.no_grad():
+        empty, one = (model(torch.randn(b, 3, 50, 78)) for b in (0, 1))
+    assert [o.shape[1:] for o in empty] == [o.shape[1:] for o in one]
+    assert [o.shape[0] for o in empty] == [0] * 4
+
+
 def test_official_dinov2_layout_converts_14_to_16_into_the_adapter():
     """The official DINOv2 state dict (golden: chunked blocks, class slot, mask token)
     into the DINOv2 configs' adapter (patch 16, the table kept, no class token)."""

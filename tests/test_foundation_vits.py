@@ -261,3 +261,17 @@ def test_official_dinov2_code_golden(variant, pos_embed):
     with pytest.raises(ValueError, match=r'interpolate_offset=1.5 must be a number in \[0, 1\)'):
         PEViT(arch='dinov2_small', depth=1, pos_embed=dict(type='LearnedPE',
                                                            interpolate_offset=1.5))
+
+
+def test_a_config_over_an_arch_keeps_the_archs_table_layout():
+    """The documented way to keep the prefix tokens of a reg4 arch, with a config's
+    ``pos_embed=dict(type='LearnedPE')``: the arch's table without a class slot stays,
+    so no row lacks a checkpoint value."""
+    ref = perturbed(timm.create_model('vit_small_patch14_reg4_dinov2', pretrained=False,
+                                      depth=2, img_size=98, num_classes=0)).eval()
+    ours = PEViT(arch='dinov2_small_reg4', depth=2, pretrain_size=98, class_token=True,
+                 num_register_tokens=4, pos_embed=dict(type='LearnedPE')).eval()
+    assert ours.pe.table.num_slots == 0 and ours.pe.table.antialias
+    report = load_pretrained(ours, ref.state_dict(), strict=True)
+    assert not report.resized and not report.missing and not report.new
+    assert_patch_tokens_equal(ours, ref, (98, 98))

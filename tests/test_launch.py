@@ -44,6 +44,12 @@ def test_cfg_option_that_mmengine_would_ignore_is_an_error(seg_config, option, m
     ('yes', r"compile='yes': expected True, False or a dict of torch.compile arguments"),
     (1, r'compile=1: expected True, False'),
     (dict(bakend='aot_eager'), r'torch.compile takes no bakend; valid: .*backend'),
+    (dict(fullgraph='no'), r"compile.fullgraph='no'; valid: \[True, False\]"),
+    (dict(dynamic='maybe'), r"compile.dynamic='maybe'; valid: \[None, True, False\]"),
+    (dict(disable=0), r'compile.disable=0; valid: \[True, False\]'),
+    (dict(backend='inductr'), r"compile.backend='inductr'; valid: \[.*'inductor'"),
+    (dict(mode='fast'), r"compile.mode='fast'; valid: \[None, 'default', .*'max-autotune'"),
+    (dict(options=['a']), r"compile.options=\['a'\]: expected a dict of inductor options"),
 ])
 def test_bad_compile_option_is_an_error(value, message):
     with pytest.raises(ConfigOptionError, match=message):
@@ -52,7 +58,8 @@ def test_bad_compile_option_is_an_error(value, message):
 
 @pytest.mark.parametrize('value,arguments', [
     (True, {}), (False, None), (None, None), ({}, None),
-    (dict(backend='aot_eager', dynamic=True), dict(backend='aot_eager', dynamic=True))])
+    (dict(backend='aot_eager', dynamic=True), dict(backend='aot_eager', dynamic=True)),
+    (dict(mode='max-autotune', fullgraph=False), dict(mode='max-autotune', fullgraph=False))])
 def test_compile_option_gives_torch_compile_arguments(value, arguments):
     cfg = Config(dict(compile=value, work_dir='w'))
     assert compile_arguments(cfg) == arguments

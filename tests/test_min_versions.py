@@ -66,7 +66,7 @@ def min_env_python() -> str:
     return os.path.join(venv, 'bin', 'python')
 
 
-def test_the_lowest_declared_versions_run_the_core(tmp_path):
+def test_the_lowest_declared_versions_run_the_core():
     python = min_env_python()
     if not os.path.exists(python):
         # CI sets MMVITPE_REQUIRE_MIN_ENV after building the environment
@@ -81,9 +81,10 @@ def test_the_lowest_declared_versions_run_the_core(tmp_path):
     installed = subprocess.run([python, '-c', script, *pins], capture_output=True, text=True,
                                check=True).stdout.split()
     assert installed == [f'{n}=={v}' for n, v in pins.items()]
-    # the repository on the path instead of an install; its own kernel build directory,
-    # since the cached one was built against another torch
-    env = dict(os.environ, PYTHONPATH=REPO, TORCH_EXTENSIONS_DIR=str(tmp_path / 'ext'))
+    # the repository on the path instead of an install; a kernel build directory of that
+    # environment's own (a build is for one torch; torch rebuilds when the sources change)
+    extensions = os.path.join(os.path.dirname(os.path.dirname(python)), 'torch_extensions')
+    env = dict(os.environ, PYTHONPATH=REPO, TORCH_EXTENSIONS_DIR=extensions)
     result = subprocess.run([python, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-x',
                              *CORE_TESTS], cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -370,6 +370,23 @@ def test_inference_memos_follow_the_model_to_another_dtype(scheme):
     torch.testing.assert_close(memoised, recomputed, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize('scheme', ['RoPEAxial', 'RoPEMixed', 'RoPEEVA02', 'RoPEDINOv3'])
+def test_a_double_model_rotates_in_float64(scheme):
+    """A model runs in its dtype: float64 angles and rotations, not float32 ones."""
+    model = vit(scheme).double().eval()
+    rope = model.pe.prepare((5, 7), torch.device('cpu'), torch.float64).tensors['rope']
+    rope = rope[0] if isinstance(rope, tuple) else rope
+    assert rope.dtype in (torch.float64, torch.complex128)
+    qk = torch.randn(1, 35, 2, model.num_heads, model.embed_dim // model.num_heads,
+                     dtype=torch.float64)
+    state = model.pe.prepare((5, 7), torch.device('cpu'), torch.float64)
+    rotated = model.pe.rotate(qk, 0, state)
+    # a rotation keeps each pair's norm: to float64 precision only when computed in it
+    pairs = (lambda t: t.reshape(*t.shape[:-1], 2, -1).norm(dim=-2)) if scheme == 'RoPEDINOv3' \
+        else (lambda t: t.reshape(*t.shape[:-1], -1, 2).norm(dim=-1))
+    torch.testing.assert_close(pairs(rotated), pairs(qk), rtol=1e-13, atol=1e-13)
+
+
 def test_factorized_pe_is_a_column_table_then_a_row_table_resized_per_axis():
     pe = build_pos_encoding(dict(type='FactorizedPE'), embed_dim=8, num_heads=2, depth=1,
                             pretrain_grid=(3, 4))

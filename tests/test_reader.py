@@ -124,7 +124,8 @@ def test_unsafe_truncated_and_foreign_files_give_clear_errors(tmp_path):
         read_state_dict(str(text))
     empty = tmp_path / 'empty.pth'
     torch.save({'epoch': 3}, empty)
-    with pytest.raises(CheckpointError, match='holds no tensors'):
+    with pytest.raises(CheckpointError,
+                       match=r"holds no weights \(no tensors among its entries \['epoch'\]\)"):
         read_state_dict(str(empty))
     bad_st = tmp_path / 'bad.safetensors'
     bad_st.write_bytes(b'\x00' * 16)
@@ -135,3 +136,29 @@ def test_unsafe_truncated_and_foreign_files_give_clear_errors(tmp_path):
     # the payload does run when unpickled without the reader's refusal
     pickle.loads(pickle.dumps(RunsCode(ran)))
     assert ran.exists()
+
+
+def test_weights_under_another_entry_a_stray_entry_and_a_directory_are_named(tmp_path):
+    weights = {'blocks.0.attn.qkv.weight': torch.zeros(3)}
+    ema_only = tmp_path / 'ema.pth'
+    torch.save({'model_ema': weights, 'epoch': 3}, ema_only)
+    with pytest.raises(CheckpointError, match=r"holds no weights \(no tensors among its entries "
+                                              r"\['model_ema', 'epoch'\]\); .* or give key= one "
+                                              r"of \['model_ema'\]"):
+        read_state_dict(str(ema_only))
+    assert read_state_dict(str(ema_only), key='model_ema').keys() == weights.keys()
+    beside = tmp_path / 'beside.pth'
+    torch.save({**weights, 'model_ema': weights}, beside)
+    with pytest.raises(CheckpointError, match=r"'model_ema' holds a dict of weights beside the "
+                                              r"state dict's tensors; give key='model_ema'"):
+        read_state_dict(str(beside))
+    stray = tmp_path / 'stray.pth'
+    torch.save({'notes': 'trained on a Tuesday', 'epoch': 3}, stray)
+    with pytest.raises(CheckpointError, match=r"holds no weights \(no tensors among its entries "
+                                              r"\['notes', 'epoch'\]\)"):
+        read_state_dict(str(stray))
+    for path in (str(tmp_path), str(tmp_path / 'dir.safetensors')):
+        os.makedirs(path, exist_ok=True)
+        with pytest.raises(CheckpointError, match=f'{path}: is a directory, not a checkpoint '
+                                                  'file; give the file'):
+            read_state_dict(path)

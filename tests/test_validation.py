@@ -117,6 +117,14 @@ BAD_ARGUMENTS = [
     (tiny_vit_with_pe, dict(name='LearnedPE', interpolation='cubic'), ValueError,
      r"interpolation='cubic'; valid: \('nearest'"),
     (tiny_vit_with_pe, dict(name='LaPE', norm_eps=0), ValueError, r'LaPE: norm_eps=0 must be in'),
+    (tiny_adapter, dict(norm_cfg=dict(type='BatchNorm')), ValueError,
+     r"ViTAdapter: norm_cfg type 'BatchNorm' is not a norm layer; valid: \['BN', .*'GN', .*'LN', "
+     r".*'SyncBN'\]"),
+    (baseline, dict(norm_cfg=dict(type='ReLU')), ValueError,
+     r"ViTBaseline: norm_cfg type 'ReLU' is not a norm layer"),
+    (tiny_adapter, dict(vit_feature_mode='per_stage'), ValueError,
+     r"vit_feature_mode='per_stage' adds interaction i's tokens to pyramid level i: it needs 4 "
+     r'interactions, got 2 \(interaction_indexes=\[\[0, 0\], \[1, 1\]\]\)'),
     (layer_decay, dict(decay_rate='0.9'), TypeError,
      r"paramwise_cfg.decay_rate='0.9' must be a number"),
     (layer_decay, dict(decay_rate=0), ValueError,

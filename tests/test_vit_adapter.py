@@ -348,9 +348,12 @@ def test_converted_original_weights_reproduce_the_original_outputs(layout, mode)
 def test_position_table_fit_keeps_every_patch_position():
     model = adapter(embed_dim=32, num_heads=2, deform_num_heads=2, conv_inplane=8)
     with_slot = torch.randn(1, 1 + 8 * 8, 32)
-    assert model.pe.table.fit_checkpoint(with_slot).shape == (1, 16, 32)  # 8x8+cls -> 4x4
+    fitted, not_filled = model.pe.table.fit_checkpoint(with_slot)
+    assert fitted.shape == (1, 16, 32) and not_filled == ''  # 8x8+cls -> 4x4
     exact = torch.randn(1, 16, 32)
-    torch.testing.assert_close(model.pe.table.fit_checkpoint(exact), exact)
+    fitted, not_filled = model.pe.table.fit_checkpoint(exact)
+    torch.testing.assert_close(fitted, exact)
+    assert not_filled == ''
     with pytest.raises(ValueError, match='neither a square grid'):
         model.pe.table.fit_checkpoint(torch.randn(1, 15, 32))
 

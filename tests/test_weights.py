@@ -1,5 +1,6 @@
 """Bringing released weights in: formats, layouts, PE schemes, safety, reports."""
 import os
+import re
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from helpers import FIXTURES, tiny_vit_with_pe
+from helpers import FIXTURES, tiny_vit, tiny_vit_with_pe
 from mmvitpe.models import PEViT, ViTAdapter
 from mmvitpe.weights import CheckpointError, IncompatibleCheckpointError, load_pretrained, remap
 
@@ -61,15 +62,19 @@ def test_load_report_explains_every_tensor():
     assert 'head.weight' in report.dropped and 'norm.weight' in report.dropped
     assert report.resized == {'pe.table.weight': '(1, 17, 64) -> (1, 16, 64)'}
     assert any(k.startswith('spm.') for k in report.new)
-    assert 'blocks.0.ls1.gamma' in report.new  # layer scale: not in DeiT, starts at 1
+    # layer scale: not in DeiT, starts at its init; the rule says so
+    assert report.new['blocks.0.ls1.gamma'].startswith('the checkpoint has no layer scales')
     table = report.table()
     counts = {row.split('|')[0].strip(): int(row.split('|')[1]) for row in table.splitlines()}
     assert counts == {'loaded': len(report.loaded), 'resized': 1,
                       'newly initialised': len(report.new), 'dropped': len(report.dropped),
-                      'unexpected': 0, 'missing': 0}
+                      'unexpected': 0, 'missing': 0, 'non-finite': 0}
     assert counts['loaded'] > 0 and counts['newly initialised'] > 0
     assert 'pe.table.weight ((1, 17, 64) -> (1, 16, 64))' in table
     assert 'cls_token (this model has no class token)' in table
+    assert ('blocks.0.ls1.gamma, blocks.0.ls2.gamma, blocks.1.ls1.gamma, ... (+5): the '
+            'checkpoint has no layer scales (its family has none); starts at '
+            'layer_scale_init_value') in table
 
 
 def test_strict_mode_names_unexplained_keys():
@@ -81,7 +86,7 @@ def test_strict_mode_names_unexplained_keys():
     assert 'blocks.0.attn.mystery' in str(err.value) and 'blocks.1.mlp.fc1.weight' in str(err.value)
     report = load_pretrained(small_adapter(), sd, strict=False)
     assert report.unexpected == ['blocks.0.attn.mystery']
-    assert report.missing == ['blocks.1.mlp.fc1.weight']
+    assert report.missing == {'blocks.1.mlp.fc1.weight': 'the checkpoint lacks it'}
 
 
 def test_original_vit_adapter_whole_detector_through_load_from(tmp_path):
@@ -302,9 +307,9 @@ def test_dinov3_periods_and_eva02_tables_are_their_schemes_layouts():
     # DINOv3: the persistent periods buffer, stored in bfloat16 by the released models
     dinov3 = PEViT(embed_dim=64, depth=1, num_heads=4, pos_embed=dict(type='RoPEDINOv3'))
     periods = (torch.rand(4) * 50 + 1).bfloat16()
-    mapped, report = remap({'rope_embed.periods': periods}, dinov3)
-    assert mapped['pe.periods'].dtype == torch.float32
-    torch.testing.assert_close(mapped['pe.periods'], periods.float())
+    load_pretrained(dinov3, {'rope_embed.periods': periods}, strict=False)
+    assert dinov3.pe.periods.dtype == torch.float32  # a float tensor, copied into the buffer
+    torch.testing.assert_close(dinov3.pe.periods, periods.float())
     _, report = remap({'rope_embed.periods': periods}, PEViT(embed_dim=64, depth=1, num_heads=4))
     assert report.dropped['rope_embed.periods'] == (
         'PE tensor that LearnedPE does not use (layout of RoPEDINOv3)')
@@ -449,13 +454,169 @@ def test_tensor_that_cannot_load_as_it_is_named_not_cast(source, error, message,
     ('RelPosBias', 'BEiT table of 6 heads',
      r'rel_pos_bias.relative_position_bias_table: relative position table of shape \(52, 6\) '
      r'does not fit RelPosBias: expected \(entries, 4 heads\)'),
+    # a scheme's own tensor is never filtered out as "unused" nor cast: remap checks it
+    ('RoPEDINOv3', {'rope_embed.periods': torch.arange(1., 4.)},
+     r'rope_embed.periods -> pe.periods: shape \(3,\) does not fit \(2,\)'),
+    ('RoPEDINOv3', {'rope_embed.periods': torch.ones(1, 2)},
+     r'rope_embed.periods -> pe.periods: shape \(1, 2\) does not fit \(2,\)'),
+    ('RoPEDINOv3', {'rope_embed.periods': torch.tensor([2, 7])},
+     r'rope_embed.periods -> pe.periods: a torch.int64 tensor where the model has '
+     r'torch.float32; integer values are not cast to floating-point'),
+    ('RoPEEVA02', {'rope.freqs_cos': torch.ones(16, 4)},
+     r'rope.freqs_cos: a RoPE table of shape \(16, 4\) does not fit RoPEEVA02 \(tokens of a '
+     r'square grid, head_dim 8\)'),
+    ('SPSA', {'blocks.0.attn.w2': torch.randn(4 * 8 + 1, 1)},
+     r'blocks.0.attn.w2 -> pe.priors.0.w2: shape \(33, 1\) does not fit \(4, 8\)'),
 ])
 def test_positional_tensor_of_the_models_scheme_with_another_shape_fails(name, source, message):
     model = tiny_vit_with_pe(name)
     if name == 'RoPEMixed':
         state = rope_vit_state(model, depth=3)
+    elif name in ('RoPEDINOv3', 'SPSA', 'RoPEEVA02'):
+        state = {k: v for k, v in model.state_dict().items() if not k.startswith('pe.')}
+        state.update(source)
+        source = ', '.join(source)
     else:
         state = {k: v for k, v in model.state_dict().items() if not k.startswith('pe.')}
         state['rel_pos_bias.relative_position_bias_table'] = torch.randn(49 + 3, 6)
     with pytest.raises(IncompatibleCheckpointError, match=message):
         load_pretrained(model, state, strict=True)
+
+
+def dinov2_state(depth=2):
+    """A timm DINOv2-S state dict (random values, the released layout) and the arch."""
+    from timm.models.vision_transformer import vit_small_patch14_dinov2
+    timm_model = vit_small_patch14_dinov2(pretrained=False, depth=depth, img_size=98)
+    return timm_model.state_dict(), dict(arch='dinov2_small', depth=depth, pretrain_size=98)
+
+
+@pytest.mark.parametrize('dropped,missing', [
+    (r'^blocks\.\d+\.norm1\.', ['blocks.0.norm1.weight', 'blocks.0.norm1.bias',
+                                  'blocks.1.norm1.weight', 'blocks.1.norm1.bias']),
+    (r'^cls_token$', ['cls_token']),
+    (r'^norm\.', ['norm.weight', 'norm.bias']),
+    (r'^patch_embed\.proj\.bias$', ['patch_embed.proj.bias']),
+    (r'^blocks\.1\.ls1\.', ['blocks.1.ls1.gamma']),
+    (r'^blocks\.0\.attn\.qkv\.bias$', ['blocks.0.attn.qkv.bias']),
+], ids=['block norms', 'class token', 'final norm', 'patch bias', 'one layer scale',
+        'one qkv bias'])
+def test_strict_requires_every_parameter_of_the_checkpoints_family(dropped, missing):
+    import re
+    state, arch = dinov2_state()
+    state = {k: v for k, v in state.items() if not re.match(dropped, k)}
+    with pytest.raises(IncompatibleCheckpointError) as error:
+        load_pretrained(PEViT(**arch), state, strict=True)
+    assert all(key in str(error.value) for key in missing), str(error.value)
+    report = load_pretrained(PEViT(**arch), state, strict=False)
+    assert list(report.missing) == missing and not report.new
+    if 'ls1' in dropped or 'qkv' in dropped:  # the family has them: another block holds one
+        assert report.missing[missing[0]].startswith('the checkpoint holds blocks.*.')
+
+
+def test_what_starts_new_is_a_stated_rule_per_parameter():
+    state, arch = dinov2_state()
+    assert load_pretrained(PEViT(**arch), state, strict=True).ok
+    # a family without qkv biases or layer scales (DeiT-like): they start new, said why
+    state = {k: v for k, v in state.items() if not re.search(r'attn\.qkv\.bias|\.ls[12]\.', k)}
+    report = load_pretrained(PEViT(**arch), state, strict=True)
+    assert report.new['blocks.1.attn.qkv.bias'] == (
+        'the checkpoint has no qkv bias (its family has none); starts at zero, the same as none')
+    assert report.new['blocks.0.ls2.gamma'].startswith('the checkpoint has no layer scales')
+    assert len(report.new) == 2 * 3 and not report.missing
+    # the dense backbone's own parts are new by their owner's rule
+    report = load_pretrained(small_adapter(), deit().state_dict(), strict=True)
+    assert report.new['level_embed'] == ('a part of ViTAdapter outside the ViT, which ViT '
+                                         'checkpoints do not hold; starts at its initialisation')
+    assert report.new['spm.fc1.weight'].startswith('a SpatialPriorModule parameter')
+
+
+def test_non_finite_weights_are_refused_in_strict_mode_and_reported_otherwise():
+    state, arch = dinov2_state()
+    state['blocks.0.attn.qkv.weight'] = state['blocks.0.attn.qkv.weight'].clone()
+    state['blocks.0.attn.qkv.weight'][3, 1] = float('nan')
+    state['pos_embed'] = state['pos_embed'].clone()
+    state['pos_embed'][0, 5, 0] = float('inf')
+    with pytest.raises(IncompatibleCheckpointError,
+                       match=r'non-finite \(NaN or inf values\): pos_embed, '
+                             r'blocks.0.attn.qkv.weight'):
+        load_pretrained(PEViT(**arch), state, strict=True)
+    report = load_pretrained(PEViT(**arch), state, strict=False)
+    assert report.non_finite == ['pos_embed', 'blocks.0.attn.qkv.weight']
+    assert 'non-finite        |     2 | pos_embed, blocks.0.attn.qkv.weight' in report.table()
+
+
+def converter_case(case):
+    """A tiny ViT's state dict (as a foreign source) with one malformed tensor."""
+    model = tiny_vit()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state['pos_embed'] = state.pop('pe.table.weight')
+    qkv = state.pop('blocks.0.attn.qkv.weight')
+    if case == 'non-square kernel':
+        state['patch_embed.proj.weight'] = torch.randn(32, 3, 16, 14)
+    elif case == 'empty kernel':
+        state['patch_embed.proj.weight'] = torch.randn(32, 3, 0, 0)
+    elif case == 'empty pos_embed':
+        state['pos_embed'] = torch.randn(1, 0, 32)
+    elif case == 'bias mask':
+        state['blocks.0.attn.qkv.bias_mask'] = torch.ones(95)
+    elif case == 'k_proj':
+        state.update({'blocks.0.attn.q_proj.weight': qkv[:32], 'blocks.0.attn.k_proj.weight':
+                      qkv[32:60], 'blocks.0.attn.v_proj.weight': qkv[64:]})
+    elif case == 'q_bias':
+        state.pop('blocks.0.attn.qkv.bias')
+        state.update({'blocks.0.attn.qkv.weight': qkv, 'blocks.0.attn.q_bias': torch.zeros(32),
+                      'blocks.0.attn.v_bias': torch.zeros(31)})
+    elif case == 'qk and v':
+        state.update({'blocks.0.attn.qk.weight': qkv[:64], 'blocks.0.attn.v.weight': qkv[:16]})
+    return model, state
+
+
+@pytest.mark.parametrize('case,message', [
+    ('non-square kernel', r'patch_embed.proj.weight: a kernel of shape \(32, 3, 16, 14\) is not '
+                          r'one of non-empty square patches; this ViT\'s is \(32, 3, 16, 16\)'),
+    ('empty kernel', r'patch_embed.proj.weight: a kernel of shape \(32, 3, 0, 0\) is not one'),
+    ('empty pos_embed', r'pos_embed: cannot fit a position table of shape \(1, 0, 32\) to '
+                        r'\(1, 16, 32\)'),
+    ('bias mask', r'blocks.0.attn.qkv.bias \(96,\), blocks.0.attn.qkv.bias_mask \(95,\): a bias '
+                  r'mask has the shape of its bias'),
+    ('k_proj', r'blocks.0.attn.q_proj.weight \(32, 32\), blocks.0.attn.k_proj.weight \(28, 32\), '
+               r'blocks.0.attn.v_proj.weight \(32, 32\): q, k and v projections have one shape'),
+    ('q_bias', r'blocks.0.attn.q_bias \(32,\), blocks.0.attn.v_bias \(31,\): q and v biases '
+               r'have one shape'),
+    ('qk and v', r'blocks.0.attn.qk.weight \(64, 32\), blocks.0.attn.v.weight \(16, 32\): qk '
+                 r'holds twice the rows of v'),
+])
+def test_converters_name_the_keys_and_shapes_that_do_not_fit(case, message):
+    model, state = converter_case(case)
+    with pytest.raises(IncompatibleCheckpointError, match=message):
+        load_pretrained(model, state, strict=False)
+
+
+def test_a_table_row_no_checkpoint_value_fills_is_missing_not_just_resized():
+    # a table without a class slot (timm's DINOv2-reg4 layout) into one with a slot
+    model = tiny_vit(class_token=True, pos_embed=dict(type='LearnedPE', class_slot=True))
+    state = {k: v for k, v in model.state_dict().items() if k != 'pe.table.weight'}
+    state['pos_embed'] = torch.randn(1, 8 * 8, 32)
+    with pytest.raises(IncompatibleCheckpointError,
+                       match=r"pe.table.weight \(its class slot \(row 0\): the checkpoint's "
+                             r"table \(1, 64, 32\) has none \(from pos_embed\)\)"):
+        load_pretrained(model, state, strict=True)
+    report = load_pretrained(model, state, strict=False)
+    assert report.resized == {'pe.table.weight': '(1, 64, 32) -> (1, 17, 32)'}
+    assert list(report.missing) == ['pe.table.weight']
+
+
+def test_our_own_layout_with_a_tensor_of_another_shape_is_an_error_in_lenient_loads():
+    from mmengine.runner.checkpoint import load_state_dict
+    model = small_adapter()
+    state = {f'backbone.{k}': v for k, v in model.state_dict().items()}
+    state['backbone.blocks.1.mlp.fc1.weight'] = torch.randn(256, 32)
+
+    class Detector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = small_adapter()
+    with pytest.raises(IncompatibleCheckpointError,
+                       match=r'blocks.1.mlp.fc1.weight -> blocks.1.mlp.fc1.weight: shape '
+                             r'\(256, 32\) does not fit \(256, 64\)'):
+        load_state_dict(Detector(), state, strict=False)  # as mmengine's load_from does

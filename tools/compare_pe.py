@@ -26,6 +26,9 @@ redone or overwritten, an interrupted run resumes from its last checkpoint
 A changed config (or --cfg-options, launcher, --gpus) is refused, naming the
 changed keys; --allow-config-change trains it in runs/<new hash>/ beside the
 old runs, which stay on disk and in the manifest but leave the report.
+One compare_pe works on a study dir at a time: a second one stops at once,
+naming the process that holds it. study.json is checked when read (its shape,
+and every run's dir and checkpoint inside the study dir); an error names it.
 
 --collect evaluates and aggregates work dirs trained by hand with
 tools/train.py: scheme and seed are read from each dir's dumped config, and
@@ -38,6 +41,7 @@ paired per-seed difference to the baseline with a 95 % Student t interval and
 bars) and plots/<metric>_vs_test_size.png.
 """
 import argparse
+import contextlib
 import glob
 import os
 import os.path as osp
@@ -51,7 +55,7 @@ from mmengine.config import Config
 
 import mmvitpe  # noqa: F401  (registers the schemes)
 from mmvitpe.apis import task_of
-from mmvitpe.apis.launch import CfgOptionsAction
+from mmvitpe.apis.launch import CfgOptionsAction, check_cfg_options
 from mmvitpe.apis import pe_study as study
 from mmvitpe.registry import POS_ENCODINGS
 
@@ -101,6 +105,9 @@ def parse_args(argv=None):
                          ('--test-sizes', args.test_sizes)):
         if values and len(set(values)) != len(values):
             parser.error(f'{flag}: repeated values in {values}')
+    for seed in args.seeds or []:
+        if not 0 <= seed < 2 ** 32:  # numpy's (mmengine seeds numpy, torch and random)
+            parser.error(f'--seeds: {seed} is outside the seed range 0..{2 ** 32 - 1}')
     if any(s <= 0 for s in args.test_sizes):
         parser.error(f'--test-sizes: sizes must be positive, got {args.test_sizes}')
     if args.baseline and args.schemes and args.baseline not in args.schemes:
@@ -171,7 +178,9 @@ class Launcher:
 def base_config(args):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
-        cfg.merge_from_dict(parse_cfg_options(args.cfg_options))
+        options = parse_cfg_options(args.cfg_options)
+        check_cfg_options(cfg, options)  # as tools/train.py will, before any run starts
+        cfg.merge_from_dict(options)
     return cfg
 
 
@@ -210,7 +219,7 @@ def refuse_or_record_change(args, study_dir, manifest, digest, material) -> None
     print(f'[compare_pe] config changed ({shown}): new runs go to runs/{digest}/', flush=True)
 
 
-def prepare_study(args):
+def prepare_study(args, study_dir: str):
     """Load or create the manifest; returns (study_dir, manifest, runs, cfg)."""
     cfg = base_config(args)
     task_of(cfg)
@@ -220,8 +229,6 @@ def prepare_study(args):
     material = study.config_material(cfg)
     material['_launch'] = dict(launcher=args.launcher, gpus=args.gpus)
     digest = study.material_hash(material)
-    stem = osp.splitext(osp.basename(args.config))[0]
-    study_dir = osp.abspath(args.work_dir or osp.join('work_dirs', 'compare_pe', stem))
     manifest = study.load_manifest(study_dir)
     if manifest is None:
         manifest = dict(config=osp.abspath(args.config), config_hash=digest,
@@ -244,9 +251,8 @@ def prepare_study(args):
     return study_dir, manifest, runs, cfg
 
 
-def prepare_collect(args):
+def prepare_collect(args, study_dir: str):
     """Register hand-made work dirs as runs; returns (study_dir, manifest, runs, cfg)."""
-    study_dir = osp.abspath(args.work_dir)
     manifest = study.load_manifest(study_dir) or dict(
         config=None, config_hash='collected', task=None, created=study.now(), runs={})
     found, reference, cfg = [], None, None
@@ -284,6 +290,9 @@ def prepare_collect(args):
         raise SystemExit(f'--collect: (scheme, seed) repeated among the dirs: {pairs}')
     if args.schemes is None:
         args.schemes = list(dict.fromkeys(s for s, *_ in found))
+    if args.baseline and args.baseline not in {s for s, *_ in found}:
+        raise SystemExit(f'--baseline {args.baseline!r}: no collected dir trained it; '
+                         f'collected: {sorted({s for s, *_ in found})}')
     runs = []
     for scheme, seed, work_dir, dump, checkpoint in found:
         if scheme not in args.schemes:
@@ -292,7 +301,8 @@ def prepare_collect(args):
         run = manifest['runs'].setdefault(rid, dict(
             scheme=scheme, seed=seed, config_hash='collected', dir=osp.abspath(work_dir),
             status='trained', train_seconds=0.0, resumed_from=[], results={}, eval_seconds={}))
-        run.update(name=f'collected_{scheme}_seed{seed}', config=dump, checkpoint=checkpoint,
+        run.update(dir=osp.abspath(work_dir), name=f'collected_{scheme}_seed{seed}',
+                   config=dump, checkpoint=checkpoint,
                    eval_root=osp.join(study_dir, 'collected', f'{scheme}_seed{seed}'))
         run['options'] = run_options(args, None, None)
         runs.append(run)
@@ -423,18 +433,24 @@ def report(args, study_dir, manifest, runs, cfg, sizes, train_label) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    try:
-        prepared = prepare_collect(args) if args.collect else prepare_study(args)
-    except ValueError as e:  # a config the study cannot use: say why, no traceback
-        raise SystemExit(f'compare_pe: {e}') from e
-    study_dir, manifest, runs, cfg = prepared
-    train_label = study.train_size_label(cfg)
-    sizes = [train_label] + [str(s) for s in args.test_sizes if str(s) != train_label]
-    if not args.dry_run:
-        study.save_manifest(study_dir, manifest)
-    execute(args, study_dir, manifest, runs, cfg, sizes, train_label)
-    if not args.dry_run:
-        report(args, study_dir, manifest, runs, cfg, sizes, train_label)
+    study_dir = osp.abspath(args.work_dir or osp.join(
+        'work_dirs', 'compare_pe', osp.splitext(osp.basename(args.config))[0]))
+    with contextlib.ExitStack() as held:
+        try:
+            if not args.dry_run:  # a dry run only reads: the manifest is replaced atomically
+                held.enter_context(study.study_lock(study_dir))
+            prepared = (prepare_collect(args, study_dir) if args.collect
+                        else prepare_study(args, study_dir))
+        except ValueError as e:  # a config or study dir it cannot use: say why, no traceback
+            raise SystemExit(f'compare_pe: {e}') from e
+        study_dir, manifest, runs, cfg = prepared
+        train_label = study.train_size_label(cfg)
+        sizes = [train_label] + [str(s) for s in args.test_sizes if str(s) != train_label]
+        if not args.dry_run:
+            study.save_manifest(study_dir, manifest)
+        execute(args, study_dir, manifest, runs, cfg, sizes, train_label)
+        if not args.dry_run:
+            report(args, study_dir, manifest, runs, cfg, sizes, train_label)
 
 
 if __name__ == '__main__':

@@ -13,6 +13,8 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_20k.py',
 ]
 custom_imports = dict(imports=['mmvitpe'], allow_failed_imports=False)
+# stop at the first NaN / infinite image or loss, naming the iteration and the files
+custom_hooks = [dict(type='mmvitpe.NonFiniteCheckHook')]
 
 data_root = 'data/demo/position/'
 metainfo = dict(classes=('background', 'left', 'right'),

@@ -5,6 +5,8 @@
 _base_ = 'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py'
 
 custom_imports = dict(imports=['mmdet.models', 'mmvitpe'], allow_failed_imports=False)
+# stop at the first NaN / infinite image or loss, naming the iteration and the files
+custom_hooks = [dict(type='mmvitpe.NonFiniteCheckHook')]
 model = dict(
     backbone=dict(
         _delete_=True, type='mmvitpe.ViTAdapter', preset='small',

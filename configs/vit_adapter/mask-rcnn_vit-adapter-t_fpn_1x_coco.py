@@ -5,6 +5,8 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
+# stop at the first NaN / infinite image or loss, naming the iteration and the files
+custom_hooks = [dict(type='mmvitpe.NonFiniteCheckHook')]
 # The original tiny 1x config uses lr 2e-4 and weight decay 0.01 (S/B: 1e-4, 0.05),
 # with no weight decay on level/position embeddings, norms and biases.
 optim_wrapper = dict(

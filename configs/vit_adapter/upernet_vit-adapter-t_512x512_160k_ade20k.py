@@ -6,6 +6,8 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
+# stop at the first NaN / infinite image or loss, naming the iteration and the files
+custom_hooks = [dict(type='mmvitpe.NonFiniteCheckHook')]
 crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),

@@ -126,8 +126,9 @@ def compile_arguments(cfg: Config) -> Optional[dict]:
     ``torch.compile`` arguments (``{}`` for True).
 
     Raises:
-        ConfigOptionError: a value that is not a bool or a dict, or a key that
-            ``torch.compile`` does not take (naming it and the valid ones).
+        ConfigOptionError: a value that is not a bool or a dict, a key that
+            ``torch.compile`` does not take, or a value it does not (a flag that is
+            no bool, an unknown backend or mode), naming it and the valid ones.
     """
     value = cfg.pop('compile', False)
     if value is None:
@@ -142,7 +143,26 @@ def compile_arguments(cfg: Config) -> Optional[dict]:
     if unknown:
         raise ConfigOptionError(f'compile: torch.compile takes no {", ".join(unknown)}; '
                                 f'valid: {", ".join(valid)}')
+    for key, choices in _compile_choices().items():
+        given = value.get(key)
+        if key not in value or (key == 'backend' and callable(given)):
+            continue
+        # `is` for the flags: 1 == True, but a flag takes a bool
+        if not any(given is c if c in (None, True, False) else given == c for c in choices):
+            raise ConfigOptionError(f'compile.{key}={value[key]!r}; valid: {choices}')
+    if 'options' in value and not isinstance(value['options'], (dict, type(None))):
+        raise ConfigOptionError(f'compile.options={value["options"]!r}: expected a dict of '
+                                'inductor options or None')
     return dict(value) or None
+
+
+def _compile_choices() -> dict:
+    """The values torch.compile takes for its flags, its backend and its mode names."""
+    from torch._dynamo import list_backends
+    from torch._inductor import list_mode_options
+    return dict(fullgraph=[True, False], disable=[True, False], dynamic=[None, True, False],
+                backend=sorted(list_backends(exclude_tags=())),
+                mode=[None, *sorted(list_mode_options())])
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ results can be re-analysed later without the tool (``load_manifest`` and
 Kept apart from the launching code so the statistics (``seed_stats``) and the
 bookkeeping can be imported and tested without starting a run.
 """
+import contextlib
+import fcntl
 import glob
 import hashlib
 import json
@@ -21,10 +23,11 @@ import math
 import os
 import os.path as osp
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
+from mmvitpe.utils.io import atomic_write
 from mmvitpe.utils.tables import write_csv
 from .seed_stats import paired_difference, summarize
 
@@ -117,21 +120,102 @@ def scheme_of(cfg: Config) -> str:
 
 
 # --------------------------------------------------------------- manifest --
+class StudyError(ValueError):
+    """A study dir whose manifest cannot be used, or that another study holds."""
+
+
+# the fields of a run entry: name -> (types, what they are, required)
+_RUN_FIELDS = {'scheme': (str, 'a string', True), 'seed': (int, 'an integer', True),
+               'config_hash': (str, 'a string', True), 'dir': (str, 'a string', True),
+               'status': (str, 'a string', True),
+               'train_seconds': ((int, float), 'a number', True),
+               'resumed_from': (list, 'a list', True), 'results': (dict, 'an object', True),
+               'eval_seconds': (dict, 'an object', True),
+               'checkpoint': ((str, type(None)), 'a string or null', False),
+               'eval_root': (str, 'a string', False)}
+RUN_STATUSES = ('pending', 'training', 'trained')
+
+
 def load_manifest(study_dir: str) -> Optional[dict]:
+    """The study's manifest, checked: valid JSON of the expected shape, every run's
+    work dir and checkpoint inside the study dir (hand-made runs of ``--collect``
+    are named again on its command line). None when the study is new.
+
+    Raises:
+        StudyError: naming the file and what is wrong with it.
+    """
     path = osp.join(study_dir, MANIFEST)
     if not osp.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StudyError(f'{path}: not a readable study manifest ({e}); restore it, or start '
+                         'the study in another --work-dir') from None
+    _check_manifest(path, study_dir, manifest)
+    return manifest
+
+
+def _check_manifest(path: str, study_dir: str, manifest) -> None:
+    def bad(what):
+        raise StudyError(f'{path}: {what}; restore the file, or start the study in another '
+                         '--work-dir')
+    if not isinstance(manifest, dict) or not isinstance(manifest.get('runs'), dict) \
+            or not isinstance(manifest.get('config_hash'), str):
+        bad('expected an object with "config_hash" (a string) and "runs" (an object)')
+    root = osp.realpath(study_dir)
+    for rid, run in manifest['runs'].items():
+        if not isinstance(run, dict):
+            bad(f'run {rid!r} is a {type(run).__name__}, not an object')
+        for name, (types, kind, required) in _RUN_FIELDS.items():
+            if (required and name not in run) or (name in run and (
+                    not isinstance(run[name], types) or isinstance(run[name], bool))):
+                bad(f'run {rid!r}: "{name}" is {run.get(name, "absent")!r}; expected {kind}')
+        if run['status'] not in RUN_STATUSES:
+            bad(f'run {rid!r}: status {run["status"]!r}; valid: {list(RUN_STATUSES)}')
+        if run['config_hash'] == 'collected':
+            continue  # its dir comes from the --collect command line
+        paths = [('dir', osp.join(study_dir, run['dir']))] + (
+            [('checkpoint', run['checkpoint'])] if run.get('checkpoint') else [])
+        for name, where in paths:
+            resolved = osp.realpath(where)
+            if osp.commonpath([root, resolved]) != root:
+                bad(f'run {rid!r}: "{name}" {run[name]!r} is outside the study dir {root}')
+
+
+@contextlib.contextmanager
+def study_lock(study_dir: str) -> Iterator[None]:
+    """Hold the study dir for one writer: a second compare_pe on it stops at once,
+    naming the process that holds it, instead of overwriting its results."""
+    os.makedirs(study_dir, exist_ok=True)
+    path = osp.join(study_dir, '.lock')
+    with open(path, 'a+') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or 'another process'
+            raise StudyError(f'{study_dir}: another compare_pe is working on this study '
+                             f'({holder}); wait for it to finish, or use another '
+                             '--work-dir') from None
+        f.seek(0)
+        f.truncate()
+        f.write(f'pid {os.getpid()} since {now()}')
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def save_manifest(study_dir: str, manifest: dict) -> None:
     """Write atomically: a study killed while saving keeps its last state."""
     os.makedirs(study_dir, exist_ok=True)
-    tmp = osp.join(study_dir, MANIFEST + '.tmp')
-    with open(tmp, 'w') as f:
+    with atomic_write(osp.join(study_dir, MANIFEST)) as tmp, open(tmp, 'w') as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
-    os.replace(tmp, osp.join(study_dir, MANIFEST))
 
 
 def save_material(study_dir: str, material: dict) -> None:

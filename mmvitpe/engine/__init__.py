@@ -1,4 +1,6 @@
 from .cpu_ddp import CPUCompatibleDDP
 from .layer_decay import LayerDecayOptimizerConstructor
+from .non_finite import NonFiniteCheckHook, NonFiniteError
 
-__all__ = ['CPUCompatibleDDP', 'LayerDecayOptimizerConstructor']
+__all__ = ['CPUCompatibleDDP', 'LayerDecayOptimizerConstructor', 'NonFiniteCheckHook',
+           'NonFiniteError']

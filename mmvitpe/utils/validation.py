@@ -91,6 +91,25 @@ def check_dict(owner: str, name: str, value, needs_type: bool = True,
     return value
 
 
+def check_norm_cfg(owner: str, name: str, value) -> Optional[dict]:
+    """A norm config whose type mmcv's ``build_norm_layer`` builds (BN, SyncBN, GN,
+    LN, ...), or None: an unknown type is named here, not inside mmcv's registry."""
+    value = check_dict(owner, name, value)
+    if value is None:
+        return None
+    from mmcv.cnn import build_norm_layer  # noqa: F401  registers mmcv's norm layers
+    from mmengine.registry import MODELS
+    norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    with MODELS.switch_scope_and_registry(None) as registry:
+        valid = sorted(n for n, c in registry.module_dict.items()
+                       if isinstance(c, type) and issubclass(c, norms))
+        layer = value['type']
+        found = layer if isinstance(layer, type) else registry.get(layer)
+    if not (isinstance(found, type) and issubclass(found, norms)):
+        raise ValueError(f'{owner}: {name} type {layer!r} is not a norm layer; valid: {valid}')
+    return value
+
+
 def check_int_list(owner: str, name: str, value, minimum: Optional[int] = 0,
                    allow_empty: bool = True) -> list:
     """A list/tuple of ints (not a scalar, not a string)."""

@@ -25,9 +25,13 @@ class Claim(NamedTuple):
             shared table copied to every block); empty when the tensor is
             recognised but has no place in this model.
         dropped: Why it has no place, when ``tensors`` is empty.
+        invented: ``{key relative to the owner: the part of it no checkpoint value
+            filled}``, e.g. a class slot that a table resized from a table without
+            one keeps at its initialisation: such a tensor counts as missing.
     """
     tensors: Dict[str, Tensor]
     dropped: str = ''
+    invented: Optional[Dict[str, str]] = None
 
 
 class ForeignWeights:
@@ -52,7 +56,9 @@ class ForeignWeights:
         when it is none of this module's business."""
         return None
 
-    def requires_checkpoint(self, name: str) -> bool:
-        """Whether own parameter ``name`` (relative to this module) must come from
-        a checkpoint; False means it may start at its initialisation."""
-        return False
+    def new_start_reason(self, name: str) -> Optional[str]:
+        """Why own parameter ``name`` (relative to this module) may start at its
+        initialisation when a checkpoint lacks it, or None when it must come from
+        the checkpoint. The reason goes into the load report."""
+        return (f'a {type(self).__name__} parameter, which ViT checkpoints do not hold; '
+                'starts at its initialisation')

@@ -86,6 +86,11 @@ def tensor_kind(tensor: Tensor) -> str:
     return 'boolean' if tensor.dtype == torch.bool else 'integer'
 
 
+def non_finite(tensor: Tensor) -> bool:
+    """Whether a floating-point tensor holds a NaN or an infinity."""
+    return tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+
+
 def read_checkpoint(path: str, map_location='cpu'):
     """The whole object of a PyTorch checkpoint file, read safely, every tensor of
     its state dict checked by :func:`check_bounded` (mmengine's loader uses this).
@@ -94,8 +99,7 @@ def read_checkpoint(path: str, map_location='cpu'):
         FileNotFoundError: no such file.
         CheckpointError: refused, truncated/foreign, cyclic, or an unbounded tensor.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+    _check_file(path)
     obj = _read_torch(path, map_location)
     if isinstance(obj, dict):
         state = strip_module_prefix(path, _unwrap(path, obj))
@@ -103,6 +107,14 @@ def read_checkpoint(path: str, map_location='cpu'):
             if isinstance(value, Tensor):
                 check_bounded(path, key, value)
     return obj
+
+
+def _check_file(path: str) -> None:
+    if os.path.isdir(path):
+        raise CheckpointError(f'{path}: is a directory, not a checkpoint file; give the file '
+                              '(.pth, .pt, .bin or .safetensors) inside it')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
 
 
 def _unwrap(path: str, obj: dict) -> dict:
@@ -162,8 +174,7 @@ def read_state_dict(path: str, key: Optional[str] = None) -> Dict[str, Tensor]:
             or ``key`` not an entry of the file (naming those that hold tensors).
     """
     if path.endswith('.safetensors'):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'checkpoint not found: {path}')
+        _check_file(path)
         obj = _read_safetensors(path)
     else:
         obj = read_checkpoint(path)
@@ -173,21 +184,38 @@ def read_state_dict(path: str, key: Optional[str] = None) -> Dict[str, Tensor]:
     if not isinstance(obj, dict):
         raise CheckpointError(f'{path}: holds a {type(obj).__name__}, not a state dict (raw or '
                               f'under one of {list(CONTAINER_KEYS)})')
+    if not any(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f'{path}: holds no weights (no tensors among its entries {_listed(obj)}); '
+            f'expected a state dict, raw or under one of {list(CONTAINER_KEYS)}' + (
+                f', or give key= one of {_weight_entries(obj)}' if _weight_entries(obj) else ''))
     for name, value in obj.items():
         if not isinstance(name, str):
             raise CheckpointError(f'{path}: key {name!r} is a {type(name).__name__}; state dict '
                                   'keys are parameter names (str)')
+        if name not in METADATA_KEYS and name in _weight_entries(obj):
+            raise CheckpointError(
+                f'{path}: {name!r} holds a dict of weights beside the state dict\'s tensors; '
+                f'give key={name!r} (init_cfg, or --key for the tools) to read those, or '
+                'save the state dict without it')
         if name not in METADATA_KEYS and not isinstance(value, Tensor):
             kind = f'{type(value).__module__}.{type(value).__name__}'.removeprefix('builtins.')
             raise CheckpointError(
                 f'{path}: {name!r} holds a value of type {kind}, not a tensor; every entry of a '
                 'state dict must be a torch.Tensor (convert it with torch.as_tensor and save '
                 'again)')
-    state = strip_module_prefix(path, {k: v for k, v in obj.items() if k not in METADATA_KEYS})
-    if not state:
-        raise CheckpointError(f'{path}: holds no tensors; expected a state dict, raw or under '
-                              f'one of {list(CONTAINER_KEYS)}')
-    return state
+    return strip_module_prefix(path, {k: v for k, v in obj.items() if k not in METADATA_KEYS})
+
+
+def _listed(obj: dict, limit: int = 8) -> str:
+    names = [repr(k) for k in list(obj)[:limit]]
+    return '[' + ', '.join(names) + (', ...' if len(obj) > limit else '') + ']'
+
+
+def _weight_entries(obj: object) -> list:
+    """The entries of ``obj`` that are dicts holding tensors (an EMA copy, say)."""
+    return sorted(str(k) for k, v in obj.items() if isinstance(v, dict) and any(
+        isinstance(t, Tensor) for t in v.values())) if isinstance(obj, dict) else []
 
 
 def strip_module_prefix(path: str, state: dict) -> dict:
@@ -208,7 +236,6 @@ def _entry(obj: object, key: str, path: str) -> dict:
     """``obj[key]``, or a CheckpointError naming the entries that hold tensors."""
     if isinstance(obj, dict) and isinstance(obj.get(key), dict):
         return obj[key]
-    entries = sorted(k for k, v in obj.items() if isinstance(v, dict) and any(
-        isinstance(t, Tensor) for t in v.values())) if isinstance(obj, dict) else []
+    entries = _weight_entries(obj)
     raise CheckpointError(f'{path}: no weights under key {key!r}; entries holding weights: '
                           f'{entries or "none (a plain state dict: give no key)"}')

@@ -14,13 +14,14 @@ It serves every loading path: ``init_cfg=dict(type='Pretrained')`` (via
 ``PEViT.init_weights``), ``load_from`` and ``--resume`` (via a state-dict
 pre-hook on the backbone), and ``tools/convert_weights.py``.
 """
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from torch import Tensor, nn
 
 from .ownership import Claim, ForeignWeights
-from .reader import CheckpointError, check_bounded, tensor_kind
+from .reader import CheckpointError, check_bounded, non_finite, tensor_kind
 
 
 class IncompatibleCheckpointError(CheckpointError):
@@ -29,32 +30,55 @@ class IncompatibleCheckpointError(CheckpointError):
 
 @dataclass
 class LoadReport:
-    """What happened to every tensor of a load."""
+    """What happened to every tensor of a load.
+
+    ``new`` and ``missing`` map each parameter left at its initialisation to why:
+    the rule that lets it start new, or what the checkpoint lacks.
+    """
     loaded: List[str] = field(default_factory=list)
     resized: Dict[str, str] = field(default_factory=dict)
-    new: List[str] = field(default_factory=list)
+    new: Dict[str, str] = field(default_factory=dict)
     dropped: Dict[str, str] = field(default_factory=dict)
     unexpected: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
+    missing: Dict[str, str] = field(default_factory=dict)
+    non_finite: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.unexpected and not self.missing
+        return not self.unexpected and not self.missing and not self.non_finite
 
     def table(self) -> str:
-        def keys(items, limit=6):
-            items = list(items)
-            text = ', '.join(items[:limit])
-            return text + (f', ... (+{len(items) - limit})' if len(items) > limit else '')
-        rows = [('loaded', len(self.loaded), keys(self.loaded)),
-                ('resized', len(self.resized), keys(f'{k} ({v})' for k, v in self.resized.items())),
-                ('newly initialised', len(self.new), keys(self.new)),
+        rows = [('loaded', len(self.loaded), _keys(self.loaded)),
+                ('resized', len(self.resized),
+                 _keys(f'{k} ({v})' for k, v in self.resized.items())),
+                ('newly initialised', len(self.new), _by_reason(self.new)),
                 ('dropped', len(self.dropped),
-                 keys(f'{k} ({v})' for k, v in self.dropped.items())),
-                ('unexpected', len(self.unexpected), keys(self.unexpected)),
-                ('missing', len(self.missing), keys(self.missing))]
+                 _keys(f'{k} ({v})' for k, v in self.dropped.items())),
+                ('unexpected', len(self.unexpected), _keys(self.unexpected)),
+                ('missing', len(self.missing), _by_reason(self.missing)),
+                ('non-finite', len(self.non_finite), _keys(self.non_finite))]
         width = max(len(r[0]) for r in rows)
         return '\n'.join(f'{name:<{width}} | {count:>5} | {text}' for name, count, text in rows)
+
+
+def _keys(items, limit: int = 6) -> str:
+    items = list(items)
+    text = ', '.join(items[:limit])
+    return text + (f', ... (+{len(items) - limit})' if len(items) > limit else '')
+
+
+def _by_reason(reasons: Dict[str, str]) -> str:
+    """``keys: reason`` per distinct reason (a rule usually covers a whole group)."""
+    groups: Dict[str, List[str]] = {}
+    for key, reason in reasons.items():
+        groups.setdefault(reason, []).append(key)
+    return '; '.join(f'{_keys(keys, 3)}: {reason}' for reason, keys in groups.items())
+
+
+def _group(key: str) -> str:
+    """The parameter's name with its indices as ``*`` (``blocks.*.ls1.gamma``):
+    the tensors of one kind across blocks, members and levels."""
+    return re.sub(r'(?<=\.)\d+(?=\.)|^\d+(?=\.)', '*', key)
 
 
 def _owners(model: nn.Module) -> List[Tuple[str, ForeignWeights]]:
@@ -92,12 +116,14 @@ def remap(state: Dict[str, Tensor], model: nn.Module) -> Tuple[Dict[str, Tensor]
     owner requires them from a checkpoint, else newly initialised.
     """
     targets = model.state_dict()
+    report, out, source_of, invented = LoadReport(), {}, {}, {}
     for key, value in state.items():
         check_bounded('source state dict', key, value)  # before any resize, cast or merge
+        if non_finite(value):
+            report.non_finite.append(key)
     owners = _owners(model)
     for prefix, owner in owners:
         state = owner.merge_foreign(state, prefix)
-    report, out, source_of = LoadReport(), {}, {}
     for key, value in state.items():
         if key not in targets:
             prefix, claim = _claim(owners, key, value)
@@ -136,13 +162,31 @@ def remap(state: Dict[str, Tensor], model: nn.Module) -> Tuple[Dict[str, Tensor]
                 report.resized[target] = f'{tuple(value.shape)} -> {tuple(tensor.shape)}'
             else:
                 report.loaded.append(target)
+            if claim.invented and name in claim.invented:
+                invented[target] = f'{claim.invented[name]} (from {key})'
             out[target], source_of[target] = tensor, key
-    for key in targets:
-        if key not in out:
-            prefix, owner = next(((p, o) for p, o in owners if key.startswith(p)), ('', None))
-            required = owner is not None and owner.requires_checkpoint(key[len(prefix):])
-            (report.missing if required else report.new).append(key)
+    _account_for_the_rest(targets, out, invented, owners, report)
     return out, report
+
+
+def _account_for_the_rest(targets, out, invented, owners, report: LoadReport) -> None:
+    """Every parameter the checkpoint did not fill whole: newly initialised by its
+    owner's stated rule, else missing. A rule never covers a parameter whose kind
+    (``_group``) the checkpoint holds elsewhere: that checkpoint's family has it."""
+    filled = {_group(k) for k in out if k not in invented}
+    report.missing.update(invented)
+    for key in targets:
+        if key in out:
+            continue
+        prefix, owner = next(((p, o) for p, o in owners if key.startswith(p)), ('', None))
+        reason = owner.new_start_reason(key[len(prefix):]) if owner is not None else None
+        if reason is None:
+            report.missing[key] = 'the checkpoint lacks it'
+        elif _group(key) in filled:
+            report.missing[key] = (f'the checkpoint holds {_group(key)} for other indices '
+                                   'but not this one')
+        else:
+            report.new[key] = reason
 
 
 def load_pretrained(model: nn.Module, state: Dict[str, Tensor], strict: bool = True
@@ -164,7 +208,10 @@ def load_pretrained(model: nn.Module, state: Dict[str, Tensor], strict: bool = T
         if report.unexpected:
             lines.append(f'  unexpected (no place in the model): {", ".join(report.unexpected)}')
         if report.missing:
-            lines.append(f'  missing (weights the checkpoint lacks): {", ".join(report.missing)}')
+            lines.append('  missing (weights the checkpoint lacks): ' + '; '.join(
+                f'{k} ({why})' for k, why in report.missing.items()))
+        if report.non_finite:
+            lines.append('  non-finite (NaN or inf values): ' + ', '.join(report.non_finite))
         lines.append("  pass strict=False (init_cfg) or --no-strict to load anyway")
         raise IncompatibleCheckpointError('\n'.join(lines))
     model.load_state_dict(mapped, strict=False)

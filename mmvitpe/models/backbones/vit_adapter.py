@@ -29,7 +29,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
-from mmvitpe.utils.validation import (check_bool, check_dict, check_int, check_int_list,
+from mmvitpe.utils.validation import (check_bool, check_int, check_int_list, check_norm_cfg,
                                       check_positive, check_real)
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
 from ..layers.deformable_attention import DeformableAttention
@@ -154,9 +154,15 @@ class ViTAdapter(PEViT):
         self.interaction_indexes = self._check_interactions(
             settings['interaction_indexes'] if interaction_indexes is None
             else interaction_indexes)
+        if vit_feature_mode == 'per_stage' and len(self.interaction_indexes) != 4:
+            raise ValueError(
+                f"vit_feature_mode='per_stage' adds interaction i's tokens to pyramid level i: "
+                f'it needs 4 interactions, got {len(self.interaction_indexes)} '
+                f'(interaction_indexes={self.interaction_indexes}); use vit_feature_mode='
+                "'last' or None, or give 4 interactions")
         self.vit_feature_mode = vit_feature_mode
         dim = self.embed_dim
-        norm_cfg = check_dict('ViTAdapter', 'norm_cfg', norm_cfg) or dict(type='BN')
+        norm_cfg = check_norm_cfg('ViTAdapter', 'norm_cfg', norm_cfg) or dict(type='BN')
         deform_num_heads, deform_ratio = self._check_deformable(
             settings['deform_num_heads'] if deform_num_heads is None else deform_num_heads,
             settings['deform_ratio'] if deform_ratio is None else deform_ratio, n_points)

@@ -19,7 +19,7 @@ from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
-from mmvitpe.utils.validation import check_dict, check_int_list
+from mmvitpe.utils.validation import check_int_list, check_norm_cfg
 from ..vit import PEViT
 from .dense import (OUT_STRIDES, normed_outputs, pad_to_multiple, prefix_tokens_off_by_default,
                     resample_to_level, tokens_to_map)
@@ -52,7 +52,7 @@ class ViTBaseline(PEViT):
                 not all(0 <= i < self.depth for i in self.out_indices):
             raise ValueError(f'out_indices={self.out_indices}: need 4 non-decreasing block '
                              f'indices in 0..{self.depth - 1}')
-        norm_cfg = check_dict('ViTBaseline', 'norm_cfg', norm_cfg) or dict(type='BN')
+        norm_cfg = check_norm_cfg('ViTBaseline', 'norm_cfg', norm_cfg) or dict(type='BN')
         dim = self.embed_dim
         self.fpn1 = nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, 2),
                                   build_norm_layer(norm_cfg, dim)[1], nn.GELU(),

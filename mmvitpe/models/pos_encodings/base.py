@@ -134,8 +134,13 @@ class PositionalEncoding(ForeignWeights, BaseModule):
         return x
 
     # ---- weight transfer ---------------------------------------------------
-    def convert_foreign(self, key: str, value: Tensor) -> Optional[Dict[str, Tensor]]:
+    def convert_foreign(self, key: str, value: Tensor
+                        ) -> Union[Dict[str, Tensor], Claim, None]:
         """Translate a tensor matching ``foreign_keys`` into this scheme.
+
+        A tensor of the scheme's own is returned as the checkpoint holds it, never
+        filtered by shape nor cast: :func:`~mmvitpe.weights.transfer.remap` checks
+        every claimed tensor against its target and names both shapes and dtypes.
 
         Args:
             key: The source key relative to the ViT, e.g. ``pos_embed`` or
@@ -143,9 +148,10 @@ class PositionalEncoding(ForeignWeights, BaseModule):
             value: The source tensor.
 
         Returns:
-            ``{key relative to this module: tensor}`` (resized if needed), or
-            None when this instance has no use for it (e.g. a block it does
-            not act in); the tensor is then reported as dropped.
+            ``{key relative to this module: tensor}`` (resized if needed); a
+            :class:`Claim` when part of a tensor has no value in the checkpoint
+            (its ``invented``); or None when this instance has no use for it (a
+            block it does not act in): the tensor is then reported as dropped.
         """
         return None
 
@@ -162,6 +168,8 @@ class PositionalEncoding(ForeignWeights, BaseModule):
             return Claim({}, f'PE tensor of a composite member that {name} does not have')
         if self.foreign_keys is not None and self.foreign_keys.search(key):
             converted = self.convert_foreign(key, value)
+            if isinstance(converted, Claim):
+                return converted
             return Claim(converted) if converted else Claim({}, f'PE tensor that {name} '
                                                                 'does not use')
         owners = layout_owners(key)
@@ -169,6 +177,10 @@ class PositionalEncoding(ForeignWeights, BaseModule):
             return Claim({}, f'PE tensor that {name} does not use (layout of '
                              f'{", ".join(owners)})')
         return None
+
+    def new_start_reason(self, name: str) -> Optional[str]:
+        return (f'a parameter of {type(self).__name__}, which the checkpoint does not hold; '
+                "starts at the scheme's initialisation")
 
     # ---- what the analysis tools draw -----------------------------------------
     def relative_maps(self, grid: Grid) -> Dict[str, Tensor]:
@@ -217,6 +229,13 @@ class PositionalEncoding(ForeignWeights, BaseModule):
                 cache.clear()
             hit = cache[key] = (versions, compute())
         return hit[1]
+
+
+def rotation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Where rotary angles and rotations are computed: float32 for half-precision
+    models (a bf16 angle is off by up to a radian at large positions), the model's
+    own dtype from float32 up (a ``.double()`` model rotates in float64)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def memo_off() -> bool:

@@ -53,6 +53,20 @@ class CompositeState(PEState):
     members: Tuple[PEState, ...] = ()
 
 
+def _effective_arguments(member: PositionalEncoding, cfg: dict) -> dict:
+    """A member's config with the defaults of its class filled in, tuples as lists:
+    ``dict(type='PEG')`` and ``dict(type='PEG', blocks=[0])`` are one member."""
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+    defaults = {name: p.default
+                for name, p in inspect.signature(type(member).__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    given = {k: v for k, v in cfg.items() if k != 'type'}
+    return plain(dict(defaults, **given, type=type(member).__name__))
+
+
 class Compose(PositionalEncoding):
     """Members' sites run in list order; see the module docstring.
 
@@ -98,11 +112,14 @@ class Compose(PositionalEncoding):
         if len(finals) > 1:
             raise ValueError(f'pos_embed members {" and ".join(finals)} both add a term at the '
                              'final norm; a composite can hold one final-norm term')
-        for i, cfg in enumerate(configs):
-            if cfg in configs[:i]:
-                raise ValueError(f'pos_embed member {i} repeats member {configs.index(cfg)} '
-                                 f'with the same arguments ({cfg!r}); remove one, or give '
-                                 'them different blocks/arguments')
+        effective = [_effective_arguments(m, cfg) for m, cfg in zip(members, configs)]
+        for i, args in enumerate(effective):
+            if args in effective[:i]:
+                first = effective.index(args)
+                raise ValueError(f'pos_embed member {i} ({configs[i]!r}) repeats member {first} '
+                                 f'({configs[first]!r}): the same arguments once defaults are '
+                                 'filled in; remove one, or give them different '
+                                 'blocks/arguments')
 
     def describe(self) -> str:
         return f'{type(self).__name__}({", ".join(type(m).__name__ for m in self.members)})'
@@ -174,7 +191,9 @@ class Compose(PositionalEncoding):
         self._one_holder(key, [i for i, _ in taken])
         if taken:
             i, claim = taken[0]
-            return Claim({f'members.{i}.{k}': v for k, v in claim.tensors.items()})
+            return Claim({f'members.{i}.{k}': v for k, v in claim.tensors.items()},
+                         invented={f'members.{i}.{k}': v
+                                   for k, v in (claim.invented or {}).items()})
         if any(c is not None for _, c in claims):
             owners = layout_owners(key)
             return Claim({}, f'PE tensor that no member of {self.describe()} uses' +
@@ -188,9 +207,9 @@ class Compose(PositionalEncoding):
                 f'{key}: claimed by pos_embed members {names}; a tensor can feed '
                 f'only one: rename it to pe.members.<i>.<name> or drop it')
 
-    def requires_checkpoint(self, name: str) -> bool:
+    def new_start_reason(self, name: str) -> Optional[str]:
         member, rest = self._split(name)
-        return member.requires_checkpoint(rest)
+        return member.new_start_reason(rest)
 
     def stack_position(self, name: str) -> int:
         member, rest = self._split(name)

@@ -88,7 +88,7 @@ class LayerwisePE(PositionalEncoding):
 
     def convert_foreign(self, key, value):
         if key == 'pos_embed':
-            return {'table.weight': self.table.fit_checkpoint(value)}
+            return self.table.claim(value, 'table.weight')
         m = re.match(r'^blocks\.(\d+)\.pe_norm\.(weight|bias)$', key)
         if m and int(m.group(1)) in self.blocks:
             return {f'norms.{m.group(1)}.{m.group(2)}': value}

@@ -10,7 +10,7 @@ inference the resized table is cached per grid.
 """
 import math
 import re
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.utils.validation import check_bool, check_real
+from mmvitpe.weights.ownership import Claim
 from .base import Grid, PEState, PositionalEncoding
 
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'area', 'nearest-exact')
@@ -61,8 +62,9 @@ class AbsoluteTable(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1, num_slots + grid[0] * grid[1], embed_dim))
         trunc_normal_(self.weight, std=0.02)
 
-    def fit_checkpoint(self, weight: Tensor) -> Tensor:
-        """A checkpoint's table (1, S' + h*w, D) reshaped to this table's layout.
+    def fit_checkpoint(self, weight: Tensor) -> Tuple[Tensor, str]:
+        """A checkpoint's table (1, S' + h*w, D) reshaped to this table's layout, and
+        what of it the checkpoint did not fill ('' when it filled everything).
 
         The class slot is detected by length, never guessed, and this table's
         own layout is tried first: its grid with its slots, its grid with the
@@ -70,7 +72,8 @@ class AbsoluteTable(nn.Module):
         length that other readings also explain (1 + 4*6 = 5*5) is read the
         first way and said so in the log. Source slots are dropped when this
         table has none; when it has slots but the source has none, the current
-        slot values are kept. The patch part is resized to this table's grid.
+        slot values are kept and named as not filled. The patch part is resized to
+        this table's grid.
         """
         if not weight.is_floating_point():
             raise ValueError(f'a position table must be floating point, got {weight.dtype}')
@@ -97,9 +100,17 @@ class AbsoluteTable(nn.Module):
             weight[:, slots:], new_size=list(self.grid), old_size=list(source_grid),
             num_prefix_tokens=0, interpolation=self.interpolation, antialias=self.antialias)
         if self.num_slots == 0:
-            return patches
-        prefix = weight[:, :slots] if slots else self.weight[:, :self.num_slots].detach()
-        return torch.cat([prefix.to(patches), patches], dim=1)
+            return patches, ''
+        if slots:
+            return torch.cat([weight[:, :slots].to(patches), patches], dim=1), ''
+        kept = self.weight[:, :self.num_slots].detach().to(patches)
+        return torch.cat([kept, patches], dim=1), (
+            f'its class slot (row 0): the checkpoint\'s table {tuple(weight.shape)} has none')
+
+    def claim(self, weight: Tensor, name: str) -> Claim:
+        """The owner's claim of a checkpoint's table for this table, ``name``."""
+        table, not_filled = self.fit_checkpoint(weight)
+        return Claim({name: table}, invented={name: not_filled} if not_filled else None)
 
     def _grid_readings(self, length: int) -> list:
         """(slots, grid) pairs that explain a table length, this table's layout first."""
@@ -194,4 +205,4 @@ class LearnedPE(PositionalEncoding):
     foreign_keys = re.compile(r'^pos_embed$')
 
     def convert_foreign(self, key, value):
-        return {'table.weight': self.table.fit_checkpoint(value)} if key == 'pos_embed' else None
+        return self.table.claim(value, 'table.weight') if key == 'pos_embed' else None

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Grid, PEState, PositionalEncoding, memo_off
+from .base import Grid, PEState, PositionalEncoding, memo_off, rotation_dtype
 
 
 class RotaryPE(PositionalEncoding):
@@ -49,34 +49,35 @@ class RotaryPE(PositionalEncoding):
         positions are rescaled to a reference grid (EVA-02)."""
         return self.frequencies()
 
-    def _axis_angles(self, grid: Grid) -> Tuple[Tensor, Tensor]:
+    def _axis_angles(self, grid: Grid, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         """Per row and per column: (depth|1, length, heads|1, d/2) angles y fy, x fx."""
-        freqs = self.grid_frequencies(grid).float()
+        freqs = self.grid_frequencies(grid).to(dtype)
 
         def axis(length: int, f: Tensor) -> Tensor:
-            return torch.arange(length, device=f.device).float()[:, None, None] * f[:, None]
+            return torch.arange(length, device=f.device, dtype=dtype)[:, None, None] * f[:, None]
         return axis(grid[0], freqs[1]), axis(grid[1], freqs[0])
 
-    def _rotations(self, grid: Grid) -> Tuple[Tensor, ...]:
-        """Per block (or one shared): (N, heads|1, head_dim/2) complex exp(i theta),
-        float32, with rotation 1 for prefix tokens.
+    def _rotations(self, grid: Grid, dtype: torch.dtype = torch.float32) -> Tuple[Tensor, ...]:
+        """Per block (or one shared): (N, heads|1, head_dim/2) complex exp(i theta)
+        of real part ``dtype``, with rotation 1 for prefix tokens.
 
         exp(i (x fx + y fy)) = exp(i x fx) * exp(i y fy): the two factors are
         computed per column and per row only, so the H*W*depth*d/2 angles need
         no sin/cos nor its backward.
         """
-        rows, cols = (torch.polar(torch.ones_like(a), a) for a in self._axis_angles(grid))
+        rows, cols = (torch.polar(torch.ones_like(a), a) for a in self._axis_angles(grid, dtype))
         rotations = (rows[:, :, None] * cols[:, None]).flatten(1, 2)
         if self.num_prefix_tokens:
             rotations = F.pad(rotations, (0, 0, 0, 0, self.num_prefix_tokens, 0), value=1)
         return rotations.unbind(0)
 
-    def _real_rotations(self, grid: Grid) -> Tuple[Tensor, ...]:
+    def _real_rotations(self, grid: Grid, dtype: torch.dtype = torch.float32
+                        ) -> Tuple[Tensor, ...]:
         """:meth:`_rotations` as (N, heads|1, head_dim/2, 2) real (cos, sin) pairs,
         the same product of the row and column factors written out: for
         ``torch.compile`` and the exporters (ONNX has no complex numbers,
         inductor no complex kernels)."""
-        rows, cols = self._axis_angles(grid)
+        rows, cols = self._axis_angles(grid, dtype)
         cy, sy = rows.cos()[:, :, None], rows.sin()[:, :, None]
         cx, sx = cols.cos()[:, None], cols.sin()[:, None]
         cos, sin = ((cy * cx - sy * sx).flatten(1, 2), (cy * sx + sy * cx).flatten(1, 2))
@@ -86,12 +87,12 @@ class RotaryPE(PositionalEncoding):
         return torch.stack([cos, sin], -1).unbind(0)
 
     def prepare(self, grid: Grid, device, dtype) -> PEState:
-        state = PEState(tuple(grid))
+        state, work = PEState(tuple(grid)), rotation_dtype(dtype)
         if memo_off():  # compiling or exporting: the real-valued path, no memo
-            state.tensors['rope'] = self._real_rotations(state.grid)
+            state.tensors['rope'] = self._real_rotations(state.grid, work)
         else:
             state.tensors['rope'] = self._inference_cached(
-                (state.grid, device), lambda: self._rotations(state.grid))
+                (state.grid, device, work), lambda: self._rotations(state.grid, work))
         return state
 
     def rotate(self, qk: Tensor, block: int, state: PEState) -> Tensor:
@@ -100,7 +101,7 @@ class RotaryPE(PositionalEncoding):
         rotations = state.tensors['rope']
         rotation = rotations[block if len(rotations) > 1 else 0]
         b, n, _, heads, d = qk.shape
-        pairs = qk.float().reshape(b, n, 2, heads, d // 2, 2)
+        pairs = qk.to(rotation_dtype(qk.dtype)).reshape(b, n, 2, heads, d // 2, 2)
         if rotation.is_complex():
             return torch.view_as_real(torch.view_as_complex(pairs) * rotation[:, None]
                                       ).flatten(-2).to(qk.dtype)

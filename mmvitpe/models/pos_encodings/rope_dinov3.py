@@ -12,7 +12,8 @@ channel i + d/2 (the rotate-half layout) and rotated by
     angle_i = 2 pi cy / p_i (i < d/4),   2 pi cx / p_(i - d/4) (d/4 <= i < d/2)
 
     out = x cos(angle) + rotate_half(x) sin(angle),  rotate_half(x) = [-x2, x1]
-in float32 (as DINOv3's released models, ``pos_embed_rope_dtype='fp32'``),
+in float32 (as DINOv3's released models, ``pos_embed_rope_dtype='fp32'``; float64 in a
+``.double()`` model),
 on the patch tokens of q and k; prefix tokens stay unrotated. The angles are
 recomputed for every grid: exact at any size. Rotation is at global positions
 before any window partition (windows stay relative).
@@ -43,7 +44,7 @@ from torch import Tensor
 
 from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.utils.validation import check_positive, check_real
-from .base import Grid, PEState, PositionalEncoding, memo_off
+from .base import Grid, PEState, PositionalEncoding, memo_off, rotation_dtype
 
 NORMALIZE_COORDS = ('separate', 'min', 'max')
 # Largest shift / jitter / rescale of the [-1, 1] coordinates: far beyond it float32
@@ -129,15 +130,13 @@ class RoPEDINOv3(PositionalEncoding):
     foreign_keys = re.compile(r'^rope_embed\.periods$')
 
     def convert_foreign(self, key, value):
-        if value.shape != self.periods.shape:
-            return None
-        return {'periods': value.to(self.periods.dtype)}
+        return {'periods': value}
 
     def _augmented(self) -> bool:
         return self.training and any(v is not None for v in (
             self.shift_coords, self.jitter_coords, self.rescale_coords))
 
-    def _cos_sin(self, grid: Grid) -> Tensor:
+    def _cos_sin(self, grid: Grid, dtype: torch.dtype = torch.float32) -> Tensor:
         """(2, prefix + H*W, 1, head_dim/2): cos and sin of each token's angle per
         pair (prefix tokens: 1 and 0)."""
         device = self.periods.device
@@ -154,22 +153,24 @@ class RoPEDINOv3(PositionalEncoding):
             if self.rescale_coords is not None:
                 log_r = math.log(self.rescale_coords)
                 coords = coords * torch.empty(1, **dd).uniform_(-log_r, log_r).exp()
-        angles = 2 * math.pi * coords[:, :, None] / self.periods.float()  # (HW, 2, d/4)
+        angles = (2 * math.pi * coords.to(dtype)[:, :, None]
+                  / self.periods.to(dtype))  # (HW, 2, d/4)
         angles = angles.flatten(1)  # (HW, d/2): y, then x
         cos_sin = torch.stack([angles.cos(), angles.sin()])
         if self.num_prefix_tokens:
-            prefix = torch.tensor([1.0, 0.0], device=device)[:, None, None]
+            prefix = torch.tensor([1.0, 0.0], device=device, dtype=dtype)[:, None, None]
             cos_sin = torch.cat([prefix.expand(2, self.num_prefix_tokens, angles.shape[1]),
                                  cos_sin], dim=1)
         return cos_sin[:, :, None]
 
     def prepare(self, grid: Grid, device, dtype) -> PEState:
-        state = PEState(tuple(grid))
+        state, work = PEState(tuple(grid)), rotation_dtype(dtype)
         if self._augmented() or memo_off():
-            state.tensors['rope'] = self._cos_sin(state.grid)
+            state.tensors['rope'] = self._cos_sin(state.grid, work)
         else:  # the buffer is not a parameter: its version joins the memo key
-            key = (state.grid, device, self.periods._version, self.periods.data_ptr())
-            state.tensors['rope'] = self._inference_cached(key, lambda: self._cos_sin(state.grid))
+            key = (state.grid, device, work, self.periods._version, self.periods.data_ptr())
+            state.tensors['rope'] = self._inference_cached(
+                key, lambda: self._cos_sin(state.grid, work))
         return state
 
     def rotate(self, qk: Tensor, block: int, state: PEState) -> Tensor:
@@ -183,7 +184,7 @@ class RoPEDINOv3(PositionalEncoding):
         if block not in self.blocks:
             return qk
         cos, sin = state.tensors['rope'][:, :, None]  # (N, 1, 1, d/2) each
-        x1, x2 = qk.float().chunk(2, -1)
+        x1, x2 = qk.to(rotation_dtype(qk.dtype)).chunk(2, -1)
         return torch.cat([torch.addcmul(x1 * cos, x2, sin, value=-1),
                           torch.addcmul(x2 * cos, x1, sin)], -1).to(qk.dtype)
 

@@ -92,9 +92,10 @@ class RoPEEVA02(RotaryPE):
     foreign_keys = re.compile(r'(^|\.)rope(_win|_glb)?\.freqs_(cos|sin)$')
 
     def convert_foreign(self, key, value):
-        side = math.isqrt(value.shape[0])
-        if value.dim() != 2 or side * side != value.shape[0] or value.shape[1] != self.head_dim:
-            return None
+        side = math.isqrt(value.shape[0]) if value.dim() == 2 else 0
+        if side < 1 or side * side != value.shape[0] or value.shape[1] != self.head_dim:
+            raise ValueError(f'a RoPE table of shape {tuple(value.shape)} does not fit '
+                             f'RoPEEVA02 (tokens of a square grid, head_dim {self.head_dim})')
         if '_win.' not in key:  # a window table spans another grid
             rotation = self._rotations((side, side))[0][self.num_prefix_tokens:, 0]
             ours = rotation.real if key.endswith('cos') else rotation.imag

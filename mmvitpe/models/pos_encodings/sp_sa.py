@@ -77,10 +77,11 @@ class SPSA(PositionalEncoding):
         m = self.foreign_keys.match(key)
         if not m or int(m.group(1)) not in self.blocks:
             return None
-        name = m.group(2)
-        if name == 'w2':
-            value = value.reshape(self.num_heads, -1)
-        return {f'priors.{m.group(1)}.{name}': value}
+        name = f'priors.{m.group(1)}.{m.group(2)}'
+        own = self.state_dict()[name]
+        if m.group(2) == 'w2' and value.numel() == own.numel():
+            value = value.reshape(own.shape)  # another size: remap names both shapes
+        return {name: value}
 
     def _prior_table(self, block: int, grid: Grid) -> Tensor:
         """(heads, 2h-1, 2w-1): the prior of one block at every offset of ``grid``."""

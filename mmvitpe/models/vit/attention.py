@@ -99,7 +99,8 @@ class Attention(nn.Module):
         if not num_prefix:
             out = self._attend(qw, kw, vw, bias, gain)
             return window_reverse(out, state.grid, padded, ws, b)
-        windows = qw.shape[0] // b
+        rows, cols = state.grid
+        windows = ((rows + ws - 1) // ws) * ((cols + ws - 1) // ws)  # per image; b may be 0
         kw, vw = (torch.cat([t[:, :, :num_prefix].repeat_interleave(windows, dim=0), w], dim=2)
                   for t, w in ((k, kw), (v, vw)))
         patch_rows = [None if t is None else t[:, num_prefix:] for t in (bias, gain)]

@@ -4,6 +4,7 @@ The dense backbones (ViT-Adapter, the ViT baseline) and the classification
 model share this core. The PE scheme is consulted at its fixed sites (see
 ``pos_encodings/base.py``); the core never looks at which scheme it is.
 """
+import logging
 import math
 import re
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -20,8 +21,8 @@ from mmvitpe.registry import MODELS
 from mmvitpe.utils.validation import (check_bool, check_image, check_int, check_int_list,
                                       check_positive, check_rate, check_real, check_size_pair)
 from mmvitpe.weights.ownership import Claim, ForeignWeights
-from mmvitpe.weights.reader import backbone_part, read_state_dict
-from mmvitpe.weights.transfer import load_pretrained, remap
+from mmvitpe.weights.reader import backbone_part, non_finite, read_state_dict
+from mmvitpe.weights.transfer import IncompatibleCheckpointError, load_pretrained, remap
 from ..pos_encodings import Grid, PEState, build_pos_encoding
 from .block import Block
 from .foundation import FOUNDATION_ARCHS
@@ -43,7 +44,8 @@ ARCH_DEFAULTS = dict(patch_size=16, pretrain_size=224, class_token=False, num_re
 
 def resolve_arch(arch: Union[str, dict], overrides: dict) -> dict:
     """An ARCH_SETTINGS preset (or a dict with at least embed_dim, depth and
-    num_heads) over :data:`ARCH_DEFAULTS`, with the non-None overrides applied."""
+    num_heads) over :data:`ARCH_DEFAULTS`, with the non-None overrides applied; a
+    ``pos_embed`` of the arch's own scheme is applied over the arch's options."""
     if not isinstance(arch, (str, dict)):
         raise TypeError(f'arch={arch!r} must be one of {sorted(ARCH_SETTINGS)} or a dict '
                         'with embed_dim, depth, num_heads')
@@ -60,7 +62,14 @@ def resolve_arch(arch: Union[str, dict], overrides: dict) -> dict:
                              f'{sorted(unknown)}; valid keys: embed_dim, depth, num_heads, '
                              f'{", ".join(ARCH_DEFAULTS)}')
         settings = dict(ARCH_DEFAULTS, **arch)
-    settings.update({k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    arch_pe, pe = settings['pos_embed'], overrides.get('pos_embed')
+    if (isinstance(arch_pe, dict) and isinstance(pe, dict)
+            and pe.get('type') == arch_pe.get('type')):
+        # the same scheme keeps the arch's layout (a reg4 table without a class slot)
+        # and resizing options unless they are given
+        overrides['pos_embed'] = dict(arch_pe, **pe)
+    settings.update(overrides)
     return settings
 
 
@@ -69,10 +78,25 @@ CLASSIFIER_KEYS = re.compile(r'^(head|head_dist|fc_norm|pre_logits|dist_token)(\
 # Official DINOv2 / DINOv3 / EVA-02 MLP names -> timm's (block.MLP_LAYERS).
 OFFICIAL_MLP_NAMES = dict(w12='fc1', w1='fc1_g', w2='fc1_x', w3='fc2', ffn_ln='norm')
 PRETRAINING_ONLY_KEYS = re.compile(r'^(local_cls_norm|projectors)\.')
-# Weights a checkpoint must provide: a ViT without them is untrained (the qkv
-# bias, layer scales and PE parameters may start new).
-REQUIRED_KEYS = re.compile(
-    r'^(patch_embed\.|blocks\.\d+\.(norm\.|attn\.qkv\.weight$|attn\.proj\.|mlp\.))')
+# The ViT core's parameters: a checkpoint must provide them, but for the two rules of
+# VIT_NEW_START (the PE scheme's own are its business, see new_start_reason).
+VIT_CORE_KEYS = re.compile(r'^(patch_embed\.|cls_token$|reg_token$|norm\.|blocks\.\d+\.)')
+VIT_NEW_START = (
+    (re.compile(r'^blocks\.\d+\.attn\.qkv\.bias$'),
+     'the checkpoint has no qkv bias (its family has none); starts at zero, the same as none'),
+    (re.compile(r'^blocks\.\d+\.ls[12]\.gamma$'),
+     'the checkpoint has no layer scales (its family has none); starts at '
+     'layer_scale_init_value'))
+
+
+def _check_shapes(state: Dict[str, Tensor], keys: Sequence[str], rule: str,
+                  fits=lambda shapes: len(set(shapes)) == 1) -> None:
+    """Source tensors merged into one must fit each other: an error naming them all
+    and their shapes, before torch fails inside the merge."""
+    shapes = [tuple(state[k].shape) for k in keys]
+    if not fits(shapes):
+        raise IncompatibleCheckpointError(
+            ', '.join(f'{k} {s}' for k, s in zip(keys, shapes)) + f': {rule}')
 
 
 def _qkv_bias_without_k(q_bias: Tensor, v_bias: Tensor) -> Tensor:
@@ -103,7 +127,8 @@ class PEViT(ForeignWeights, BaseModule):
             the default of :data:`ARCH_DEFAULTS` given here).
         pos_embed: The PE scheme, ``dict(type=<scheme>, **args)``, or a list
             of them (a composite); see ``mmvitpe.models.pos_encodings``.
-            Default: the arch's, else LearnedPE.
+            Default: the arch's, else LearnedPE. A dict of the arch's own scheme
+            keeps the arch's other options of it (``class_slot``, ``antialias``).
         patch_size: Patch side in pixels.
         in_channels: Image channels.
         pretrain_size: Image side the model is (pre)trained at; learned PE
@@ -354,6 +379,7 @@ class PEViT(ForeignWeights, BaseModule):
             # bias matters under RoPE (it is rotated with k), so it is zeroed here
             bias = key[:-len('_mask')]
             if bias in state:
+                _check_shapes(state, [bias, key], 'a bias mask has the shape of its bias')
                 state[bias] = state[bias] * state[key].to(state[bias].dtype)
         if 'register_tokens' in state and 'cls_token' in state and 'pos_embed' in state:
             pos = state.pop('pos_embed')
@@ -364,19 +390,28 @@ class PEViT(ForeignWeights, BaseModule):
         for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.q_proj\.weight$', k)]:
             base = key[:-len('q_proj.weight')]
             if base + 'k_proj.weight' in state and base + 'v_proj.weight' in state:
+                _check_shapes(state, [base + f'{p}_proj.weight' for p in 'qkv'],
+                              'q, k and v projections have one shape')
                 state[base + 'qkv.weight'] = torch.cat(
                     [state.pop(base + f'{p}_proj.weight') for p in 'qkv'])
                 if base + 'q_proj.bias' in state and base + 'v_proj.bias' in state:
+                    _check_shapes(state, [base + 'q_proj.bias', base + 'v_proj.bias'],
+                                  'q and v biases have one shape')
                     state[base + 'qkv.bias'] = _qkv_bias_without_k(
                         state.pop(base + 'q_proj.bias'), state.pop(base + 'v_proj.bias'))
         for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.q_bias$', k)]:
             base = key[:-len('q_bias')]
             if base + 'v_bias' in state:
+                _check_shapes(state, [key, base + 'v_bias'], 'q and v biases have one shape')
                 state[base + 'qkv.bias'] = _qkv_bias_without_k(state.pop(key),
                                                                state.pop(base + 'v_bias'))
         for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.qk\.weight$', k)]:
             base = key[:-len('qk.weight')]
             if base + 'v.weight' in state:
+                _check_shapes(state, [key, base + 'v.weight'],
+                              'qk holds twice the rows of v, over the same inputs',
+                              fits=lambda s: len(s[0]) == len(s[1]) == 2
+                              and s[0] == (2 * s[1][0], s[1][1]))
                 state[base + 'qkv.weight'] = torch.cat([state.pop(key),
                                                         state.pop(base + 'v.weight')])
                 if base + 'qk.bias' in state and base + 'v.bias' in state:
@@ -398,6 +433,11 @@ class PEViT(ForeignWeights, BaseModule):
         kernel = self.patch_embed.proj.weight
         if (key == 'patch_embed.proj.weight' and value.dim() == 4
                 and value.shape[:2] == kernel.shape[:2]):
+            if value.shape[2] != value.shape[3] or value.shape[2] < 1:
+                raise ValueError(f'a kernel of shape {tuple(value.shape)} is not one of '
+                                 f'non-empty square patches; this ViT\'s is '
+                                 f'{tuple(kernel.shape)}: only a square kernel is resampled '
+                                 'to another patch size')
             # another patch size (DINOv2's 14 in a 16-px ViT, as the original
             # ViT-Adapter's convert_14to16): FlexiViT's pseudo-inverse resampling keeps
             # each patch's embedding for the same content at the new patch size
@@ -423,19 +463,33 @@ class PEViT(ForeignWeights, BaseModule):
             return Claim({f'blocks.{m.group(1)}.ls{m.group(2)}.gamma': value})
         return None
 
-    def requires_checkpoint(self, name: str) -> bool:
-        return bool(REQUIRED_KEYS.match(name))
+    def new_start_reason(self, name: str) -> Optional[str]:
+        """The ViT core must come whole from the checkpoint (patch embedding, prefix
+        tokens, blocks, final norm), but for a qkv bias or layer scales where the
+        checkpoint has none at all; the dense backbones' own parts start new."""
+        for pattern, reason in VIT_NEW_START:
+            if pattern.match(name):
+                return reason
+        if VIT_CORE_KEYS.match(name):
+            return None
+        return (f'a part of {type(self).__name__} outside the ViT, which ViT checkpoints do '
+                'not hold; starts at its initialisation')
 
     def _adopt_foreign_keys(self, state_dict, prefix, *args) -> None:
-        """Rename a foreign layout under ``prefix`` in place (no-op for our own)."""
+        """Rename a foreign layout under ``prefix`` in place. Our own layout passes
+        as it is unless a tensor has another shape (an error naming it and both
+        shapes, where torch's lenient load would leave it at its initialisation) or
+        non-finite values (reported)."""
         own = self.state_dict()
         keys = [k for k in state_dict if k.startswith(prefix)]
-        if all(k[len(prefix):] in own for k in keys):
+        if all(k[len(prefix):] in own and own[k[len(prefix):]].shape == state_dict[k].shape
+               and not non_finite(state_dict[k]) for k in keys):
             return
         mapped, report = remap({k[len(prefix):]: state_dict.pop(k) for k in keys}, self)
         state_dict.update({prefix + k: v for k, v in mapped.items()})
-        print_log(f'adopted a foreign checkpoint layout for {type(self).__name__}:\n'
-                  f'{report.table()}', logger='current')
+        print_log(f'loaded a checkpoint into {type(self).__name__} through the transfer '
+                  f'rules:\n{report.table()}', logger='current',
+                  level=logging.INFO if report.ok else logging.WARNING)
 
     # ---- the stages, usable one by one by the dense backbones ----------------
     def embed(self, img: Tensor) -> Tuple[Tensor, PEState]:
