@@ -55,8 +55,11 @@ def test_two_process_gloo_training_writes_one_checkpoint(demo_data, tmp_path):
         'sys.argv = sys.argv[1:]\n'
         'sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))\n'
         "runpy.run_path(sys.argv[0], run_name='__main__')\n"
-        "print('threads left:', sorted(open(f'/proc/self/task/{t}/comm').read().strip()\n"
-        "                             for t in os.listdir('/proc/self/task')), flush=True)\n")
+        "names = sorted(open(f'/proc/self/task/{t}/comm').read().strip()\n"
+        "               for t in os.listdir('/proc/self/task'))\n"
+        'sys.stdout.flush()\n'
+        # one write of the whole line: the other rank's line cannot land inside it
+        "os.write(1, f'threads left: {names}\\n'.encode())\n")
     launcher = (sys.executable, '-m', 'torch.distributed.run', '--standalone',
                 '--nproc_per_node=2', str(then_threads), 'tools/train.py')
     out = run(train_cmd(SEG, tmp_path, seg_options(demo_data, iters=4), launcher=launcher)
