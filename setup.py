@@ -23,5 +23,6 @@ setup(
     install_requires=requirements('core.txt'),
     # OpenMMLab's convention (mmdet's 'mim' extra): mmcv is built or installed apart
     extras_require={'mim': requirements('mminstall.txt'),
-                    'export': requirements('export.txt')},
+                    'export': requirements('export.txt'),
+                    'tests': requirements('tests.txt')},
 )

@@ -8,6 +8,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from helpers import seg_batch
+from mmvitpe.models.vit.vision_transformer import ARCH_SETTINGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, 'configs', '**', '*.py'), recursive=True)
@@ -64,7 +65,8 @@ def test_config_loads_and_builds(path):
     if backbone.type == 'mmvitpe.ViTBaseline':
         assert cfg.model.decode_head.in_channels == model.backbone.embed_dim == backbone.embed_dim
         return
-    dims = {'tiny': 192, 'small': 384, 'base': 768, 'large': 1024}[backbone.preset]
+    dims = (ARCH_SETTINGS[backbone.arch]['embed_dim'] if 'arch' in backbone
+            else {'tiny': 192, 'small': 384, 'base': 768, 'large': 1024}[backbone.preset])
     assert model.backbone.embed_dim == dims
     in_channels = (cfg.model.neck.in_channels if cfg.default_scope == 'mmdet'
                    else cfg.model.decode_head.in_channels)

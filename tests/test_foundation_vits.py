@@ -275,3 +275,18 @@ def test_a_config_over_an_arch_keeps_the_archs_table_layout():
     report = load_pretrained(ours, ref.state_dict(), strict=True)
     assert not report.resized and not report.missing and not report.new
     assert_patch_tokens_equal(ours, ref, (98, 98))
+
+
+def test_dinov3_7b_is_timms_and_one_block_of_it_runs_on_cpu():
+    with torch.device('meta'):  # 6.7B parameters: counted, never allocated
+        ours = PEViT(arch='dinov3_7b')
+        ref = timm.create_model('vit_7b_patch16_dinov3', pretrained=False, num_classes=0)
+    assert sum(p.numel() for p in ours.parameters()) == \
+        sum(p.numel() for p in ref.parameters()) == 6_716_030_976
+    # one block at full width (4096, SwiGLU of 8192), layer scale 1 so that it counts
+    ref = timm.create_model('vit_7b_patch16_dinov3', pretrained=False, num_classes=0, depth=1,
+                            img_size=64, init_values=1.0).eval()
+    ours = PEViT(arch='dinov3_7b', depth=1, pretrain_size=64).eval()
+    report = load_pretrained(ours, ref.state_dict())
+    assert report.ok and not report.resized and list(report.new) == ['pe.periods']
+    assert_patch_tokens_equal(ours, ref, (48, 80), atol=2e-4)

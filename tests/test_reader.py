@@ -159,6 +159,7 @@ def test_weights_under_another_entry_a_stray_entry_and_a_directory_are_named(tmp
         read_state_dict(str(stray))
     for path in (str(tmp_path), str(tmp_path / 'dir.safetensors')):
         os.makedirs(path, exist_ok=True)
-        with pytest.raises(CheckpointError, match=f'{path}: is a directory, not a checkpoint '
-                                                  'file; give the file'):
+        with pytest.raises(CheckpointError, match=f'{path}: is a directory without a '
+                                                  'config.json, not a Hugging Face model '
+                                                  'directory; give the checkpoint file'):
             read_state_dict(path)

@@ -620,3 +620,32 @@ def test_our_own_layout_with_a_tensor_of_another_shape_is_an_error_in_lenient_lo
                        match=r'blocks.1.mlp.fc1.weight -> blocks.1.mlp.fc1.weight: shape '
                              r'\(256, 32\) does not fit \(256, 64\)'):
         load_state_dict(Detector(), state, strict=False)  # as mmengine's load_from does
+
+
+def test_a_new_checkpoint_family_is_its_converter_and_a_registry_entry():
+    from mmvitpe.weights.families import FAMILIES, Family, register_family
+    from mmvitpe.weights.families.base import rename
+
+    class Trunk(Family):  # a layout whose blocks sit under 'trunk.layers.<i>.'
+        name, sources = 'trunk', 'a made-up trunk.layers layout'
+
+        def recognises(self, state):
+            return any(k.startswith('trunk.layers.') for k in state)
+
+        def convert(self, state, targets):
+            return rename(state, [(r'^trunk\.layers\.', 'blocks.')]), {}
+
+    model = tiny_vit()
+    state = {k.replace('blocks.', 'trunk.layers.'): v for k, v in model.state_dict().items()}
+    with pytest.raises(IncompatibleCheckpointError, match='unexpected'):
+        load_pretrained(tiny_vit(), state)
+    register_family(Trunk)
+    try:
+        target = tiny_vit()
+        report = load_pretrained(target, state)
+        assert report.families == ['trunk'] and report.ok
+        assert 'trunk.layers.0.norm1.weight' not in report.unexpected
+        assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(),
+                                                     model.state_dict().values()))
+    finally:
+        FAMILIES.pop('trunk')

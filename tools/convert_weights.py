@@ -2,10 +2,11 @@
 
     python tools/convert_weights.py SRC CONFIG OUT [--cfg-options k=v ...] [--no-strict]
 
-SRC: a timm/DeiT, original ViT-Adapter, LaPE, SP-ViT, CPVT/Twins, rope-vit, MAE, BEiT,
-DINOv2, DINOv3 or EVA-02 (official or timm) checkpoint, or an mmvitpe one (.pth/.pt/.bin
-or .safetensors, raw or under state_dict/model/module, whole mmdet/mmseg model or
-backbone only); docs/weights.md lists what is read of each. CONFIG decides
+SRC: a checkpoint file (.pth/.pt/.bin or .safetensors, raw or under
+state_dict/model/module, whole mmdet/mmseg model or backbone only) or a Hugging Face
+model directory (config.json + safetensors, shards included; config.json must agree
+with CONFIG's backbone), of mmvitpe's own layout, timm's, or one of the checkpoint
+families below; docs/weights.md lists what is read of each. CONFIG decides
 the target backbone, its PE scheme included. OUT holds
 ``{'state_dict': {'backbone.<key>': tensor}, 'meta': {...}}``; use it as
 ``model.backbone.init_cfg.checkpoint`` or as ``load_from``. The load report
@@ -26,12 +27,15 @@ from mmvitpe.apis import backbone_without_init, check_cfg_options, exit_on_bad_i
 from mmvitpe.apis.launch import CfgOptionsAction
 from mmvitpe.utils.io import atomic_write, check_not_an_input
 from mmvitpe.weights import (IncompatibleCheckpointError, backbone_part, load_pretrained,
-                             read_state_dict)
+                             read_source_config, read_state_dict)
+from mmvitpe.weights.families import FAMILIES
 
 
 def main() -> None:
+    families = '\n'.join(f'  {f.name}: {f.sources}' for f in FAMILIES.values())
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f'checkpoint families it translates:\n{families}')
     parser.add_argument('src')
     parser.add_argument('config')
     parser.add_argument('out')
@@ -54,7 +58,8 @@ def main() -> None:
     print(f'reading {args.src}', flush=True)
     state = backbone_part(read_state_dict(args.src), source=args.src)
     try:
-        report = load_pretrained(backbone, state, strict=not args.no_strict)
+        report = load_pretrained(backbone, state, strict=not args.no_strict,
+                                 source_config=read_source_config(args.src))
     except IncompatibleCheckpointError as e:
         sys.exit(str(e))
     print(report.table())

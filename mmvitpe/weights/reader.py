@@ -2,7 +2,11 @@
 
 Formats: PyTorch files (``.pth``/``.pt``/``.bin``: a raw state dict, or one
 under ``state_dict`` / ``model`` / ``module``, as mmengine, timm/DeiT and
-others save them) and ``.safetensors``. PyTorch files are always read with
+others save them), ``.safetensors``, and a Hugging Face model directory
+(``config.json`` with ``model.safetensors``, its shards and their
+``model.safetensors.index.json``, or ``pytorch_model.bin``): ``config.json`` is
+read as JSON data, never executed, and the index may only name files in the
+directory. PyTorch files are always read with
 ``weights_only=True`` (see :mod:`mmvitpe.utils.safe_load`): a pickle that would
 run code is refused, and a truncated or foreign file gives a one-line error
 naming the file instead of a traceback from inside torch.
@@ -16,6 +20,7 @@ not tensors under a parameter's key, and two keys that become one after
 (``--resume``, ``load_from``, tools/test.py) reads local files through
 :func:`read_checkpoint` too (see :mod:`mmvitpe.utils.safe_load`).
 """
+import json
 import os
 import pickle
 import re
@@ -34,6 +39,11 @@ METADATA_KEYS = frozenset((
 
 class CheckpointError(ValueError):
     """A file that is not a loadable checkpoint."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """A strict load found tensors it cannot place or weights the model needs, or
+    tensors that do not fit each other or the model."""
 
 
 def _read_torch(path: str, map_location='cpu'):
@@ -99,6 +109,8 @@ def read_checkpoint(path: str, map_location='cpu'):
         FileNotFoundError: no such file.
         CheckpointError: refused, truncated/foreign, cyclic, or an unbounded tensor.
     """
+    if is_model_dir(path):  # one ViT's weights: mmengine's load_from puts them on the backbone
+        return {'state_dict': {f'backbone.{k}': v for k, v in read_state_dict(path).items()}}
     _check_file(path)
     obj = _read_torch(path, map_location)
     if isinstance(obj, dict):
@@ -111,10 +123,76 @@ def read_checkpoint(path: str, map_location='cpu'):
 
 def _check_file(path: str) -> None:
     if os.path.isdir(path):
-        raise CheckpointError(f'{path}: is a directory, not a checkpoint file; give the file '
-                              '(.pth, .pt, .bin or .safetensors) inside it')
+        raise CheckpointError(f'{path}: is a directory without a config.json, not a Hugging '
+                              'Face model directory; give the checkpoint file (.pth, .pt, .bin '
+                              'or .safetensors) inside it')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
+
+
+MODEL_DIR_CONFIG = 'config.json'
+MAX_JSON_BYTES = 64 * 2 ** 20  # a config or shard index is kilobytes; bounded work
+
+
+def is_model_dir(path: str) -> bool:
+    """A Hugging Face model directory: a directory with a ``config.json``."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, MODEL_DIR_CONFIG))
+
+
+def _read_json(path: str) -> dict:
+    if os.path.getsize(path) > MAX_JSON_BYTES:
+        raise CheckpointError(f'{path}: {os.path.getsize(path)} bytes; a config or shard index '
+                              f'is far smaller (at most {MAX_JSON_BYTES} read)')
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f'{path}: not valid JSON ({e})') from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f'{path}: holds a JSON {type(data).__name__}, not an object')
+    return data
+
+
+def read_source_config(path: str) -> Optional[dict]:
+    """A model directory's ``config.json`` as data (None for a checkpoint file)."""
+    return _read_json(os.path.join(path, MODEL_DIR_CONFIG)) if is_model_dir(path) else None
+
+
+def _read_weights_file(path: str) -> dict:
+    _check_file(path)
+    return _read_safetensors(path) if path.endswith('.safetensors') else \
+        _unwrap(path, _read_torch(path))
+
+
+def _read_model_dir(path: str) -> Dict[str, Tensor]:
+    """The weights of a model directory: one file, or the shards its index names."""
+    for name in ('model.safetensors', 'pytorch_model.bin'):
+        if os.path.isfile(os.path.join(path, name)):
+            return _read_weights_file(os.path.join(path, name))
+    indexes = [n for n in ('model.safetensors.index.json', 'pytorch_model.bin.index.json')
+               if os.path.isfile(os.path.join(path, n))]
+    if not indexes:
+        raise CheckpointError(f'{path}: a model directory without weights: expected '
+                              'model.safetensors, pytorch_model.bin or shards with their '
+                              '.index.json')
+    index_path = os.path.join(path, indexes[0])
+    weight_map = _read_json(index_path).get('weight_map')
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f'{index_path}: no "weight_map" of parameter names to shard files')
+    state = {}
+    for shard in sorted(set(map(str, weight_map.values()))):
+        if not re.fullmatch(r'\w[\w.-]*', shard):  # a name in this directory, no path
+            raise CheckpointError(f'{index_path}: shard {shard!r} is not a file name in the '
+                                  'model directory')
+        for key, value in _read_weights_file(os.path.join(path, shard)).items():
+            if key in state:
+                raise CheckpointError(f'{index_path}: {key!r} is in two shards; keep one')
+            state[key] = value
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(f'{index_path}: names {len(missing)} tensors its shards do not '
+                              f'hold, e.g. {missing[:3]}; the download is incomplete')
+    return state
 
 
 def _unwrap(path: str, obj: dict) -> dict:
@@ -173,7 +251,9 @@ def read_state_dict(path: str, key: Optional[str] = None) -> Dict[str, Tensor]:
             non-tensor value under a parameter's key, two keys for one parameter,
             or ``key`` not an entry of the file (naming those that hold tensors).
     """
-    if path.endswith('.safetensors'):
+    if is_model_dir(path):
+        obj = _read_model_dir(path)
+    elif path.endswith('.safetensors'):
         _check_file(path)
         obj = _read_safetensors(path)
     else:

@@ -16,16 +16,13 @@ pre-hook on the backbone), and ``tools/convert_weights.py``.
 """
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from torch import Tensor, nn
 
 from .ownership import Claim, ForeignWeights
-from .reader import CheckpointError, check_bounded, non_finite, tensor_kind
-
-
-class IncompatibleCheckpointError(CheckpointError):
-    """A strict load found tensors it cannot place or weights the model needs."""
+from .families import FAMILIES, convert_families
+from .reader import IncompatibleCheckpointError, check_bounded, non_finite, tensor_kind
 
 
 @dataclass
@@ -42,6 +39,7 @@ class LoadReport:
     unexpected: List[str] = field(default_factory=list)
     missing: Dict[str, str] = field(default_factory=dict)
     non_finite: List[str] = field(default_factory=list)
+    families: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -92,24 +90,29 @@ def _owners(model: nn.Module) -> List[Tuple[str, ForeignWeights]]:
     return sorted(owners, key=lambda o: -o[0].count('.'))
 
 
-def _claim(owners, key: str, value: Tensor) -> Tuple[str, Claim]:
-    """The one owner's claim on a source tensor (prefix, claim), or ('', None)."""
+def _claim(owners, key: str, value: Tensor, source: str) -> Tuple[str, Claim]:
+    """The one owner's claim on a source tensor (prefix, claim), or ('', None);
+    errors name it as the file does (``source``)."""
     try:
         claims = [(prefix, type(owner).__name__, claim) for prefix, owner in owners
                   for claim in [owner.claim_foreign(key, value, prefix)] if claim is not None]
     except ValueError as e:  # an owner's tensor that does not fit: name the key
-        raise IncompatibleCheckpointError(f'{key}: {e}') from None
+        raise IncompatibleCheckpointError(f'{source}: {e}') from None
     if len(claims) > 1:
         names = ', '.join(f'{name} at {prefix or "the root"!r}' for prefix, name, _ in claims)
-        raise IncompatibleCheckpointError(f'{key}: claimed by more than one part of the model '
+        raise IncompatibleCheckpointError(f'{source}: claimed by more than one part of the model '
                                           f'({names}); a tensor can feed only one')
     return (claims[0][0], claims[0][2]) if claims else ('', None)
 
 
-def remap(state: Dict[str, Tensor], model: nn.Module) -> Tuple[Dict[str, Tensor], LoadReport]:
+def remap(state: Dict[str, Tensor], model: nn.Module, source_config: Optional[dict] = None
+          ) -> Tuple[Dict[str, Tensor], LoadReport]:
     """Source tensors (keys relative to the ViT) -> ``model``'s keys, with a report.
 
-    Keys already in ``model``'s layout load as they are. Every other key is
+    A checkpoint family's layout (DINOv2's, transformers', ...) is translated
+    first (:mod:`mmvitpe.weights.families`; with a hub ``config.json``,
+    ``source_config``, its values are compared with the model's). Keys already in
+    ``model``'s layout load as they are. Every other key is
     offered to the model's weight owners (:class:`ForeignWeights`): the one
     that claims it converts it, or says why it is dropped; a key nobody
     claims is unexpected. Parameters left unloaded are missing when their
@@ -121,41 +124,48 @@ def remap(state: Dict[str, Tensor], model: nn.Module) -> Tuple[Dict[str, Tensor]
         check_bounded('source state dict', key, value)  # before any resize, cast or merge
         if non_finite(value):
             report.non_finite.append(key)
+    if source_config is not None:
+        for family in FAMILIES.values():
+            if source_config.get('model_type') in family.model_types:
+                family.check_config(source_config, model)
+    state, report.families, report.dropped, origin = convert_families(state, targets,
+                                                                      source_config)
     owners = _owners(model)
     for prefix, owner in owners:
         state = owner.merge_foreign(state, prefix)
     for key, value in state.items():
+        source = origin.get(key, key)  # the file's name for it, before a family renamed it
         if key not in targets:
-            prefix, claim = _claim(owners, key, value)
+            prefix, claim = _claim(owners, key, value, source)
         elif value.shape == targets[key].shape:
             prefix, claim = '', Claim({key: value})
         else:  # the owner may resize a tensor of its own name (a patch kernel of
             # another size); anything else it says is no answer: the shape error below
-            prefix, claim = _claim(owners, key, value)
+            prefix, claim = _claim(owners, key, value, source)
             if claim is None or [prefix + k for k in claim.tensors] != [key]:
                 prefix, claim = '', Claim({key: value})
         if claim is None:
-            report.unexpected.append(key)
+            report.unexpected.append(source)
             continue
         if not claim.tensors:
-            report.dropped[key] = claim.dropped
+            report.dropped[source] = claim.dropped
             continue
         for name, tensor in claim.tensors.items():
             target = prefix + name
             if target not in targets:
-                report.unexpected.append(key)
+                report.unexpected.append(source)
                 continue
             if target in source_of:
                 raise IncompatibleCheckpointError(
-                    f'{source_of[target]} and {key} both load into {target}: the checkpoint '
+                    f'{source_of[target]} and {source} both load into {target}: the checkpoint '
                     'holds it twice; remove one of them')
             if tensor.shape != targets[target].shape:
                 raise IncompatibleCheckpointError(
-                    f'{key} -> {target}: shape {tuple(tensor.shape)} does not fit '
+                    f'{source} -> {target}: shape {tuple(tensor.shape)} does not fit '
                     f'{tuple(targets[target].shape)}')
             if tensor_kind(tensor) != tensor_kind(targets[target]):
                 raise IncompatibleCheckpointError(
-                    f'{key} -> {target}: a {tensor.dtype} tensor where the model has '
+                    f'{source} -> {target}: a {tensor.dtype} tensor where the model has '
                     f'{targets[target].dtype}; {tensor_kind(tensor)} values are not cast to '
                     f'{tensor_kind(targets[target])}')
             if tensor.shape != value.shape:
@@ -163,8 +173,8 @@ def remap(state: Dict[str, Tensor], model: nn.Module) -> Tuple[Dict[str, Tensor]
             else:
                 report.loaded.append(target)
             if claim.invented and name in claim.invented:
-                invented[target] = f'{claim.invented[name]} (from {key})'
-            out[target], source_of[target] = tensor, key
+                invented[target] = f'{claim.invented[name]} (from {source})'
+            out[target], source_of[target] = tensor, source
     _account_for_the_rest(targets, out, invented, owners, report)
     return out, report
 
@@ -189,11 +199,13 @@ def _account_for_the_rest(targets, out, invented, owners, report: LoadReport) ->
             report.new[key] = reason
 
 
-def load_pretrained(model: nn.Module, state: Dict[str, Tensor], strict: bool = True
-                    ) -> LoadReport:
+def load_pretrained(model: nn.Module, state: Dict[str, Tensor], strict: bool = True,
+                    source_config: Optional[dict] = None) -> LoadReport:
     """Load source tensors into ``model`` through :func:`remap`.
 
     Args:
+        source_config: A hub model directory's ``config.json``: its values must agree
+            with the model's (width, depth, heads, patch size, registers, RoPE theta).
         strict: Fail on anything unexplained: source tensors with no place in
             the model, or weights the model's parts require from a checkpoint
             (the ViT core's). Adapter parts, PE parameters of the model's own
@@ -202,7 +214,7 @@ def load_pretrained(model: nn.Module, state: Dict[str, Tensor], strict: bool = T
     Raises:
         IncompatibleCheckpointError: in strict mode, naming the unexplained keys.
     """
-    mapped, report = remap(state, model)
+    mapped, report = remap(state, model, source_config)
     if strict and not report.ok:
         lines = [f'strict load into {type(model).__name__} failed:']
         if report.unexpected:

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.weights.ownership import Claim
-from mmvitpe.weights.transfer import IncompatibleCheckpointError
+from mmvitpe.weights.reader import IncompatibleCheckpointError
 from .base import Grid, PEState, PositionalEncoding, composite_member_key, layout_owners
 
 CONTEXT_ARGS = frozenset(inspect.signature(PositionalEncoding.__init__).parameters) - {'self'}

@@ -16,7 +16,7 @@ factor. DINOv3 uses only its RoPE; EVA-02 a table plus RoPE rescaled to its
 16x16 pretraining grid.
 
 MLPs (see ``block.MLP_LAYERS``): DINOv2-g and EVA-02 T/S use the packed SwiGLU,
-DINOv3 S+/H+ the split one with its hidden width aligned to 8, EVA-02 B/L the
+DINOv3 S+/H+/7B the split one with its hidden width aligned to 8 (7B: 64), EVA-02 B/L the
 split one with a LayerNorm on the hidden features (sub-LN).
 """
 from typing import Dict
@@ -50,6 +50,10 @@ FOUNDATION_ARCHS: Dict[str, dict] = {
     'dinov3_large': dict(_DINOV3, embed_dim=1024, depth=24, num_heads=16),
     'dinov3_huge_plus': dict(_DINOV3, embed_dim=1280, depth=32, num_heads=20,
                              mlp_layer='swiglu', mlp_align=8),
+    # ViT-7B/16 (timm vit_7b_patch16_dinov3, the hub's facebook/dinov3-vit7b16-*):
+    # 6.7B parameters, SwiGLU of 8192 features
+    'dinov3_7b': dict(_DINOV3, embed_dim=4096, depth=40, num_heads=32, mlp_ratio=2.,
+                      mlp_layer='swiglu', mlp_align=64),
     'eva02_tiny': dict(_EVA02, embed_dim=192, depth=12, num_heads=3),
     'eva02_small': dict(_EVA02, embed_dim=384, depth=12, num_heads=6),
     'eva02_base': dict(_EVA02_SUBLN, embed_dim=768, depth=12, num_heads=12),

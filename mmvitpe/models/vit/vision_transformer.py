@@ -5,7 +5,6 @@ model share this core. The PE scheme is consulted at its fixed sites (see
 ``pos_encodings/base.py``); the core never looks at which scheme it is.
 """
 import logging
-import math
 import re
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -21,8 +20,9 @@ from mmvitpe.registry import MODELS
 from mmvitpe.utils.validation import (check_bool, check_image, check_int, check_int_list,
                                       check_positive, check_rate, check_real, check_size_pair)
 from mmvitpe.weights.ownership import Claim, ForeignWeights
-from mmvitpe.weights.reader import backbone_part, non_finite, read_state_dict
-from mmvitpe.weights.transfer import IncompatibleCheckpointError, load_pretrained, remap
+from mmvitpe.weights.reader import (backbone_part, non_finite, read_source_config,
+                                    read_state_dict)
+from mmvitpe.weights.transfer import load_pretrained, remap
 from ..pos_encodings import Grid, PEState, build_pos_encoding
 from .block import Block
 from .foundation import FOUNDATION_ARCHS
@@ -75,9 +75,6 @@ def resolve_arch(arch: Union[str, dict], overrides: dict) -> dict:
 
 # Source keys that only classification models have.
 CLASSIFIER_KEYS = re.compile(r'^(head|head_dist|fc_norm|pre_logits|dist_token)(\.|$)')
-# Official DINOv2 / DINOv3 / EVA-02 MLP names -> timm's (block.MLP_LAYERS).
-OFFICIAL_MLP_NAMES = dict(w12='fc1', w1='fc1_g', w2='fc1_x', w3='fc2', ffn_ln='norm')
-PRETRAINING_ONLY_KEYS = re.compile(r'^(local_cls_norm|projectors)\.')
 # The ViT core's parameters: a checkpoint must provide them, but for the two rules of
 # VIT_NEW_START (the PE scheme's own are its business, see new_start_reason).
 VIT_CORE_KEYS = re.compile(r'^(patch_embed\.|cls_token$|reg_token$|norm\.|blocks\.\d+\.)')
@@ -87,20 +84,6 @@ VIT_NEW_START = (
     (re.compile(r'^blocks\.\d+\.ls[12]\.gamma$'),
      'the checkpoint has no layer scales (its family has none); starts at '
      'layer_scale_init_value'))
-
-
-def _check_shapes(state: Dict[str, Tensor], keys: Sequence[str], rule: str,
-                  fits=lambda shapes: len(set(shapes)) == 1) -> None:
-    """Source tensors merged into one must fit each other: an error naming them all
-    and their shapes, before torch fails inside the merge."""
-    shapes = [tuple(state[k].shape) for k in keys]
-    if not fits(shapes):
-        raise IncompatibleCheckpointError(
-            ', '.join(f'{k} {s}' for k, s in zip(keys, shapes)) + f': {rule}')
-
-
-def _qkv_bias_without_k(q_bias: Tensor, v_bias: Tensor) -> Tensor:
-    return torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
 
 
 def _init_linear_and_norm(m: nn.Module) -> None:
@@ -357,79 +340,24 @@ class PEViT(ForeignWeights, BaseModule):
         strict = check_bool(type(self).__name__, 'init_cfg.strict', cfg.get('strict', True))
         state = backbone_part(read_state_dict(cfg['checkpoint'], cfg.get('key')),
                               cfg.get('prefix'), source=cfg['checkpoint'])
-        report = load_pretrained(self, state, strict=strict)
+        report = load_pretrained(self, state, strict=strict,
+                                 source_config=read_source_config(cfg['checkpoint']))
         entry = f' [{cfg["key"]}]' if cfg.get('key') else ''
         print_log(f'loaded {cfg["checkpoint"]}{entry} into {type(self).__name__} '
                   f'({type(self.pe).__name__}):\n{report.table()}', logger='current')
         self._is_init = True
 
-    # ---- the ViT core's foreign layouts (see mmvitpe/weights/ownership.py) -------
-    def merge_foreign(self, state: Dict[str, Tensor], prefix: str) -> Dict[str, Tensor]:
-        """SP-ViT's separate ``attn.qk`` and ``attn.v`` projections -> one ``attn.qkv``;
-        BEiT / EVA (timm ``Eva``) ``attn.q_bias`` and ``attn.v_bias`` -> ``attn.qkv.bias``
-        (their k has no bias); timm EVA-02 B/L ``attn.{q,k,v}_proj`` -> ``attn.qkv``;
-        DINOv2's chunked ``blocks.<chunk>.<i>.`` -> ``blocks.<i>.``; DINOv3's ``attn.qkv.bias``
-        times its ``bias_mask``; and the official
-        DINOv2-with-registers layout (``register_tokens``, a class slot in
-        ``pos_embed``) -> timm's, where that slot is folded into ``cls_token``
-        (registers and class token then get no table entry)."""
-        state = {re.sub(r'^blocks\.\d+\.(\d+)\.', r'blocks.\1.', k): v for k, v in state.items()}
-        for key in [k for k in state if k.endswith('.attn.qkv.bias_mask')]:
-            # DINOv3 multiplies the bias by its mask (k part 0) in every forward; the k
-            # bias matters under RoPE (it is rotated with k), so it is zeroed here
-            bias = key[:-len('_mask')]
-            if bias in state:
-                _check_shapes(state, [bias, key], 'a bias mask has the shape of its bias')
-                state[bias] = state[bias] * state[key].to(state[bias].dtype)
-        if 'register_tokens' in state and 'cls_token' in state and 'pos_embed' in state:
-            pos = state.pop('pos_embed')
-            if math.isqrt(pos.shape[1] - 1) ** 2 == pos.shape[1] - 1:
-                state['cls_token'] = state['cls_token'] + pos[:, :1]
-                pos = pos[:, 1:]
-            state['pos_embed'] = pos
-        for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.q_proj\.weight$', k)]:
-            base = key[:-len('q_proj.weight')]
-            if base + 'k_proj.weight' in state and base + 'v_proj.weight' in state:
-                _check_shapes(state, [base + f'{p}_proj.weight' for p in 'qkv'],
-                              'q, k and v projections have one shape')
-                state[base + 'qkv.weight'] = torch.cat(
-                    [state.pop(base + f'{p}_proj.weight') for p in 'qkv'])
-                if base + 'q_proj.bias' in state and base + 'v_proj.bias' in state:
-                    _check_shapes(state, [base + 'q_proj.bias', base + 'v_proj.bias'],
-                                  'q and v biases have one shape')
-                    state[base + 'qkv.bias'] = _qkv_bias_without_k(
-                        state.pop(base + 'q_proj.bias'), state.pop(base + 'v_proj.bias'))
-        for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.q_bias$', k)]:
-            base = key[:-len('q_bias')]
-            if base + 'v_bias' in state:
-                _check_shapes(state, [key, base + 'v_bias'], 'q and v biases have one shape')
-                state[base + 'qkv.bias'] = _qkv_bias_without_k(state.pop(key),
-                                                               state.pop(base + 'v_bias'))
-        for key in [k for k in state if re.match(r'^blocks\.\d+\.attn\.qk\.weight$', k)]:
-            base = key[:-len('qk.weight')]
-            if base + 'v.weight' in state:
-                _check_shapes(state, [key, base + 'v.weight'],
-                              'qk holds twice the rows of v, over the same inputs',
-                              fits=lambda s: len(s[0]) == len(s[1]) == 2
-                              and s[0] == (2 * s[1][0], s[1][1]))
-                state[base + 'qkv.weight'] = torch.cat([state.pop(key),
-                                                        state.pop(base + 'v.weight')])
-                if base + 'qk.bias' in state and base + 'v.bias' in state:
-                    state[base + 'qkv.bias'] = torch.cat([state.pop(base + 'qk.bias'),
-                                                          state.pop(base + 'v.bias')])
-        return state
-
+    # ---- the ViT core's foreign names (see mmvitpe/weights/ownership.py) ----------
+    # (the layouts of whole checkpoint families, DINOv2's or transformers', are
+    # translated before: mmvitpe/weights/families/)
     def claim_foreign(self, key: str, value: Tensor, prefix: str) -> Optional[Claim]:
-        """Classifier parts, an absent class token or final norm (dropped), a patch
-        kernel of another patch size (resampled, reported as resized), register
-        tokens (DINOv2 ``register_tokens``, DINOv3 ``storage_tokens``), pretraining-only
-        tensors of DINOv2 / DINOv3 (dropped), the official SwiGLU names (DINOv2-g
-        ``mlp.w12`` / ``mlp.w3``; DINOv3 and EVA-02 ``mlp.w1`` / ``w2`` / ``w3``, EVA-02's
-        sub-LN ``mlp.ffn_ln``; as timm's checkpoint filters rename them), DINOv3's
-        all-zero qkv bias when this model has none, and BEiT / EVA / original
-        ViT-Adapter layer scales ``blocks.<i>.gamma_<1|2>``."""
+        """Classifier parts, an absent class token, register tokens or final norm
+        (dropped), and a patch kernel of another patch size (resampled, reported as
+        resized)."""
         if key == 'cls_token' and self.cls_token is None:
             return Claim({}, 'this model has no class token')
+        if key == 'reg_token' and self.reg_token is None:
+            return Claim({}, 'this model has no register tokens')
         kernel = self.patch_embed.proj.weight
         if (key == 'patch_embed.proj.weight' and value.dim() == 4
                 and value.shape[:2] == kernel.shape[:2]):
@@ -442,25 +370,8 @@ class PEViT(ForeignWeights, BaseModule):
             # ViT-Adapter's convert_14to16): FlexiViT's pseudo-inverse resampling keeps
             # each patch's embedding for the same content at the new patch size
             return Claim({key: resample_patch_embed(value, list(kernel.shape[-2:]))})
-        if key == 'mask_token' or PRETRAINING_ONLY_KEYS.match(key):
-            return Claim({}, 'DINOv2 / DINOv3 pretraining only (masked-token, local-crop '
-                             'norm, distillation heads)')
-        if key.endswith('.attn.qkv.bias_mask'):
-            return Claim({}, "DINOv3's mask of the k bias, applied to attn.qkv.bias")
-        if re.match(r'^blocks\.\d+\.attn\.qkv\.bias$', key) and not value.any():
-            return Claim({}, 'all-zero qkv bias (DINOv3 distilled models); this model has '
-                             'qkv_bias=False')
-        m = re.match(r'^(blocks\.\d+\.mlp\.)(w12|w1|w2|w3|ffn_ln)\.(weight|bias)$', key)
-        if m:
-            return Claim({f'{m.group(1)}{OFFICIAL_MLP_NAMES[m.group(2)]}.{m.group(3)}': value})
-        if key in ('reg_token', 'register_tokens', 'storage_tokens'):  # timm, DINOv2, DINOv3
-            return (Claim({'reg_token': value}) if self.reg_token is not None else
-                    Claim({}, 'this model has no register tokens'))
         if CLASSIFIER_KEYS.match(key) or (key.startswith('norm.') and self.norm is None):
             return Claim({}, 'classification head / final norm, unused here')
-        m = re.match(r'^blocks\.(\d+)\.gamma_?([12])$', key)
-        if m:
-            return Claim({f'blocks.{m.group(1)}.ls{m.group(2)}.gamma': value})
         return None
 
     def new_start_reason(self, name: str) -> Optional[str]:
