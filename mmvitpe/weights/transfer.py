@@ -207,9 +207,9 @@ def load_pretrained(model: nn.Module, state: Dict[str, Tensor], strict: bool = T
         source_config: A hub model directory's ``config.json``: its values must agree
             with the model's (width, depth, heads, patch size, registers, RoPE theta).
         strict: Fail on anything unexplained: source tensors with no place in
-            the model, or weights the model's parts require from a checkpoint
-            (the ViT core's). Adapter parts, PE parameters of the model's own
-            scheme and layer scales may start new and never fail.
+            the model, parameters the checkpoint lacks that no stated rule lets
+            start new (``new_start_reason``; the report gives each rule), and
+            NaN or inf values.
 
     Raises:
         IncompatibleCheckpointError: in strict mode, naming the unexplained keys.
