@@ -110,8 +110,8 @@ if [[ ! -f $STAMP ]]; then
     pip_c -r "$REPO/requirements/openmmlab.txt"
     say "installing onnx, onnxscript and onnxruntime (ONNX export and its tests)"
     pip_c -r "$REPO/requirements/export.txt"
-    say "installing transformers (tests of the Hugging Face layouts)"
-    pip_c -r "$REPO/requirements/tests.txt"
+    say "installing transformers in $VENV/transformers, off the path (tests of the Hugging Face layouts)"
+    pip_c --upgrade --target "$VENV/transformers" -r "$REPO/requirements/tests.txt"
 fi
 
 say "installing mmvitpe (editable) from $REPO"

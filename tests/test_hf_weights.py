@@ -15,7 +15,15 @@ from mmvitpe.models import PEViT
 from mmvitpe.weights import CheckpointError, load_pretrained, read_state_dict
 from mmvitpe.weights.families import FAMILIES
 
-transformers = pytest.importorskip('transformers')
+# scripts/setup_env.sh installs transformers in <venv>/transformers, off the path
+# (requirements/tests.txt says why); appended last, the venv's own packages come first
+HF_SITE = os.path.join(sys.prefix, 'transformers')
+if os.path.isdir(HF_SITE) and HF_SITE not in sys.path:
+    sys.path.append(HF_SITE)
+if os.environ.get('MMVITPE_REQUIRE_TRANSFORMERS') == '1':
+    import transformers
+else:
+    transformers = pytest.importorskip('transformers', reason='scripts/setup_env.sh installs it')
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
 
 
@@ -36,6 +44,13 @@ def dinov3():
         **SMALL, intermediate_size=128, image_size=64, patch_size=16, num_register_tokens=4)), \
         dict(arch='dinov3_small', embed_dim=32, depth=2, num_heads=2, pretrain_size=64,
              qkv_bias=True)
+
+
+def dinov3_gated():  # the SwiGLU of S+, H+ and 7B: gate_proj / up_proj / down_proj
+    return transformers.DINOv3ViTModel(transformers.DINOv3ViTConfig(
+        **SMALL, intermediate_size=128, image_size=64, patch_size=16, num_register_tokens=4,
+        use_gated_mlp=True, hidden_act='silu')), dict(arch='dinov3_small_plus', embed_dim=32, depth=2,
+                                   num_heads=2, pretrain_size=64, qkv_bias=True)
 
 
 def vit():
@@ -59,7 +74,7 @@ def beit():
         pos_embed=dict(type='RelPosBias', class_entries=True))
 
 
-FAMILY_MODELS = [dinov2, dinov2_registers, dinov3, vit, vit_mae, beit]
+FAMILY_MODELS = [dinov2, dinov2_registers, dinov3, dinov3_gated, vit, vit_mae, beit]
 
 
 def hidden_state(model, img):
@@ -98,7 +113,7 @@ def test_a_hub_model_directory_converts_strictly_and_gives_transformers_features
                                            checkpoint=str(tmp_path / 'converted.pth'))).eval()
     ours.init_weights()
     sizes = [(backbone['pretrain_size'],) * 2]
-    if build is dinov3:  # RoPE: any grid, computed the same way
+    if build in (dinov3, dinov3_gated):  # RoPE: any grid, computed the same way
         sizes.append((48, 112))
     for size in sizes:
         img = torch.randn(2, 3, *size)
@@ -144,6 +159,8 @@ def test_sharded_safetensors_are_read_through_their_index(tmp_path):
     ('patch_size', 8, r'config.json patch_size=8 but the model has patch_size=16'),
     ('num_register_tokens', 0, r'num_register_tokens=0 but the model has '
                                r'num_register_tokens=4'),
+    ('hidden_act', 'silu', r"config.json hidden_act='silu' but the model has an Mlp MLP, "
+                           r"activation='gelu'"),
     ('rope_theta', 10000.0, r'config.json rope_theta=10000.0 but the model has pos_embed '
                             r'\(RoPEDINOv3\) base=100.0'),
     ('model_type', 'clip', r"config.json: model_type 'clip' is not a layout mmvitpe reads; "

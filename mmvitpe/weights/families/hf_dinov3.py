@@ -40,6 +40,9 @@ class HFDINOv3(Family):
         check_vit_config(config, model)
         check_same('num_register_tokens', config.get('num_register_tokens', 0),
                    model.num_register_tokens, 'num_register_tokens')
+        mlp = type(model.blocks[0].mlp).__name__  # timm's Mlp (GELU) or SwiGLU (SiLU)
+        check_same('hidden_act', config.get('hidden_act'),
+                   'silu' if mlp.startswith('SwiGLU') else 'gelu', f'an {mlp} MLP, activation')
         theta, periods = config.get('rope_theta'), getattr(model.pe, 'periods', None)
         if theta is None or periods is None or len(periods) < 2:
             return  # another scheme than DINOv3's RoPE: nothing of it to compare
