@@ -14,6 +14,7 @@ import torch
 from mmengine.hooks import Hook
 
 from mmvitpe.registry import HOOKS
+from mmvitpe.weights.reader import non_finite
 
 
 class NonFiniteError(RuntimeError):
@@ -43,7 +44,7 @@ class NonFiniteCheckHook(Hook):
         inputs = data_batch.get('inputs')
         images = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         bad = [i for i, img in enumerate(images) if isinstance(img, torch.Tensor)
-               and img.is_floating_point() and not bool(torch.isfinite(img).all())]
+               and non_finite(img)]
         if bad:
             raise NonFiniteError(
                 f'iteration {runner.iter + 1}: NaN or infinite pixels in the training images '

@@ -38,8 +38,8 @@ def check_same(what: str, theirs, ours, ours_name: str) -> None:
     """A config.json value that must equal the target model's."""
     if theirs is not None and theirs != ours:
         raise IncompatibleCheckpointError(f'config.json {what}={theirs!r} but the model has '
-                              f'{ours_name}={ours!r}; build the model with the '
-                              "checkpoint's value")
+                                          f'{ours_name}={ours!r}; build the model with the '
+                                          "checkpoint's value")
 
 
 def check_shapes(state: Dict[str, Tensor], keys: Iterable[str], rule: str,

@@ -1,9 +1,9 @@
 """What the transformers layouts share: a task model's prefix, the embeddings, the
 encoder layers' attention, and the config.json values every ViT has."""
+import math
 import re
 from typing import Dict, Tuple
 
-import torch
 from torch import Tensor
 
 from .base import check_same, merge_qkv, rename
@@ -70,7 +70,6 @@ def check_vit_config(config: dict, model) -> None:
                'num_heads')
     check_same('patch_size', patch[0] if isinstance(patch, list) else patch, model.patch_size,
                'patch_size')
-    eps = config.get('layer_norm_eps')
-    ours = model.blocks[0].norm1.eps
-    if eps is not None and not torch.isclose(torch.tensor(float(eps)), torch.tensor(ours)):
-        check_same('layer_norm_eps', eps, ours, 'norm_eps')
+    eps, ours = config.get('layer_norm_eps'), model.blocks[0].norm1.eps
+    if not (isinstance(eps, (int, float)) and math.isclose(eps, ours, rel_tol=1e-6)):
+        check_same('layer_norm_eps', eps, ours, 'norm_eps')  # None: not given
