@@ -31,7 +31,7 @@ def adapter(scheme='LearnedPE', **kw):
     # windows in block 0, the final norm with MPVG's term: the detection configs' paths
     return ViTAdapter(embed_dim=32, depth=2, num_heads=2, deform_num_heads=2, conv_inplane=8,
                       pretrain_size=64, interaction_indexes=[[0, 0], [1, 1]],
-                      vit_final_norm=True, drop_path_rate=0., window_size=2,
+                      final_norm=True, drop_path_rate=0., window_size=2,
                       window_block_indexes=[0], pos_embed=dict(type=scheme), **kw)
 
 

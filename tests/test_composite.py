@@ -268,9 +268,8 @@ def test_register_tokens_follow_the_class_token_and_get_no_pe():
     torch.testing.assert_close(x[:, 1:5], model.reg_token.expand(2, -1, -1))
     torch.testing.assert_close(x[:, 5:], model.patch_embed(img).flatten(1, 2) + pos[:, 1:])
     tokens = model.forward_features(img)[0]
-    torch.testing.assert_close(model(img), tokens[:, 0])
-    model.global_pool = 'avg'
-    torch.testing.assert_close(model(img), tokens[:, 5:].mean(1))
+    # the read-out: the patch tokens as a map, prefix tokens dropped
+    torch.testing.assert_close(model(img)[0], tokens[:, 5:].transpose(1, 2).reshape(2, 32, 7, 11))
 
 
 @pytest.mark.parametrize('scheme', ['RoPEMixed', 'RelPosBias', 'SPSA', 'BEiTPE'])
@@ -320,4 +319,4 @@ def test_register_token_errors():
     with pytest.raises(ValueError, match='num_register_tokens=-1'):
         vit(dict(type='NoPE'), num_register_tokens=-1)
     # MPVG pools patches only: registers are fine, a class token is not
-    assert vit(dict(type='MPVG'), num_register_tokens=2)(torch.randn(1, 3, 20, 20)).shape == (1, 32)
+    assert vit(dict(type='MPVG'), num_register_tokens=2)(torch.randn(1, 3, 20, 20))[0].shape == (1, 32, 5, 5)

@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from helpers import seg_batch
-from mmvitpe.models.vit.vision_transformer import ARCH_SETTINGS
+from mmvitpe.models.vit import ARCH_SETTINGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, 'configs', '**', '*.py'), recursive=True)
@@ -19,7 +19,7 @@ SUFFIX_TO_SCHEME = {
     'rope-axial': 'RoPEAxial', 'rope-mixed': 'RoPEMixed', 'rope-dinov3': 'RoPEDINOv3',
     'rope-eva02': 'RoPEEVA02', 'alibi': 'ALiBi2D', 'lookhere': 'LookHere',
     'beit': 'BEiTPE', 'rope-axial-ape': 'RoPEAxialAPE', 'rope-mixed-ape': 'RoPEMixedAPE',
-    'spvit': 'SPViTPE', 'eva02': 'EVA02PE',
+    'spvit': 'SPViTPE', 'eva02': 'EVA02PE', 'relpos-decomposed': 'RelPosDecomposed',
 }
 
 
@@ -36,7 +36,7 @@ def scheme_in_name(path):
     for family, scheme in FAMILY_TO_SCHEME.items():
         if f'-{family}_' in name or f'-{family}-' in name:
             return scheme
-    return 'LearnedPE'
+    return 'ViTDetPE' if '_vitdet-' in name else 'LearnedPE'  # each protocol's own PE
 
 
 def test_there_is_a_variant_per_scheme_for_both_tasks():
@@ -53,24 +53,27 @@ def test_config_loads_and_builds(path):
     assert 'mmvitpe' in cfg.custom_imports.imports  # Mask2Former's also import mmdet.models
     backbone = cfg.model.backbone
     # ViTBaseline: the PE-comparison demo's plain ViT, whose one map feeds a 1x1-conv head
-    assert backbone.type in ('mmvitpe.ViTAdapter', 'mmvitpe.ViTBaseline')
-    assert backbone.pos_embed.type == scheme_in_name(path)
+    assert backbone.type in ('mmvitpe.ViTAdapter', 'mmvitpe.DINOv3Adapter',
+                             'mmvitpe.ViTBaseline', 'mmvitpe.ViTDet', 'mmvitpe.STA')
     init_default_scope(cfg.default_scope)
     registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
     # init_cfg is honoured by init_weights(), not here; on the meta device the
     # constructors run without allocating (ViT-Adapter-L: 300M parameters)
     with torch.device('meta'):
         model = registry.build(cfg.model)
-    assert type(model.backbone.pe).__name__ == backbone.pos_embed.type
+    assert type(model.backbone.pe).__name__ == scheme_in_name(path)
     if backbone.type == 'mmvitpe.ViTBaseline':
         assert cfg.model.decode_head.in_channels == model.backbone.embed_dim == backbone.embed_dim
         return
     dims = (ARCH_SETTINGS[backbone.arch]['embed_dim'] if 'arch' in backbone
             else {'tiny': 192, 'small': 384, 'base': 768, 'large': 1024}[backbone.preset])
     assert model.backbone.embed_dim == dims
-    in_channels = (cfg.model.neck.in_channels if cfg.default_scope == 'mmdet'
-                   else cfg.model.decode_head.in_channels)
-    assert list(in_channels) == [dims] * 4
+    # what the neck or head takes is what the backbone declares it gives
+    if cfg.default_scope == 'mmdet':
+        in_channels = cfg.model.neck.get('in_channels', [model.backbone.out_channels] * 4)
+    else:
+        in_channels = cfg.model.decode_head.in_channels
+    assert list(in_channels) == [s['channels'] for s in model.backbone.output_shape().values()]
 
 
 TINY_BACKBONE = dict(embed_dim=32, num_heads=2, depth=4, deform_num_heads=2, conv_inplane=8,
@@ -127,4 +130,4 @@ def test_foundation_config_trains_one_step_at_a_tiny_size(path):
     assert torch.isfinite(loss)
     wrapper.update_params(loss)
     assert not torch.equal(adapter_weight, before[1])
-    assert torch.equal(vit_weight, before[0]) == cfg.model.backbone.get('freeze_vit', False)
+    assert torch.equal(vit_weight, before[0]) == model.backbone.freeze_vit

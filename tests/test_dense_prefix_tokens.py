@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmvitpe.models import PEViT, ViTAdapter, ViTBaseline
+from mmvitpe.models import DINOv3Adapter, PEViT, ViTAdapter, ViTBaseline
+from mmvitpe.models.timm_models import TimmPEViT
 from mmvitpe.registry import POS_ENCODINGS
 
 # a tiny adapter: 4 blocks, one per interaction; windows need a pretraining grid >= 3
@@ -87,7 +88,7 @@ def test_prefix_tokens_in_the_baseline_and_the_frozen_extractor_only_adapter():
     # DINOv3's layout in protocol 2: class + 4 storage tokens, RoPE, frozen, no injectors
     frozen = ViTAdapter(arch='dinov3_small', **dict(TINY_ADAPTER, pretrain_size=256), **PREFIX,
                         freeze_vit=True, inject=False, vit_feature_mode='per_stage',
-                        vit_final_norm=True).train()
+                        final_norm=True).train()
     calls = capture_blocks(frozen)
     outs = frozen(torch.randn(1, 3, 66, 50))
     assert [tuple(o.shape[-2:]) for o in outs] == [
@@ -99,7 +100,7 @@ def test_prefix_tokens_in_the_baseline_and_the_frozen_extractor_only_adapter():
 def test_bad_prefix_token_combinations_name_the_value():
     with pytest.raises(ValueError, match='MPVG'):
         ViTAdapter(**TINY_ADAPTER, class_token=True, pos_embed=dict(type='MPVG'),
-                   vit_final_norm=True)
+                   final_norm=True)
     with pytest.raises(ValueError, match='num_register_tokens=-1'):
         ViTAdapter(**TINY_ADAPTER, num_register_tokens=-1)
     with pytest.raises(TypeError, match="class_token='yes'"):
@@ -119,7 +120,7 @@ def test_frozen_vit_keeps_no_activations_and_gets_no_optimizer_slot(inject):
     from torch import nn
     model = nn.Module()
     model.backbone = ViTAdapter(**TINY_ADAPTER, **PREFIX, freeze_vit=True, inject=inject,
-                                vit_feature_mode='per_stage', vit_final_norm=True,
+                                vit_feature_mode='per_stage', final_norm=True,
                                 drop_path_rate=0.1).train()
     model.neck = nn.Conv2d(32, 8, 1)
     wrapper = build_optim_wrapper(model, dict(
@@ -261,27 +262,32 @@ def test_patch14_to_16_conversion_resamples_the_kernel_and_keeps_the_table():
         load_pretrained(model, state)
     # an own tensor of another shape that its owner would drop or rename is no
     # resize either: a 1000-class head into a 10-class one stays a shape error
-    classifier = PEViT(embed_dim=32, depth=1, num_heads=2, num_classes=10)
+    classifier = TimmPEViT(arch=dict(embed_dim=32, depth=1, num_heads=2), num_classes=10)
     wrong_head = dict(classifier.state_dict(), **{'head.weight': torch.randn(1000, 32)})
     with pytest.raises(ValueError, match=r'head.weight.*\(1000, 32\) does not fit \(10, 32\)'):
         load_pretrained(classifier, wrong_head)
 
 
-def test_protocol2_equals_dinov3s_own_adapter():
+PROTOCOL2_FLAGS = dict(class_token=True, freeze_vit=True, inject=False,
+                      vit_feature_mode='per_stage', final_norm=True)
+
+
+@pytest.mark.parametrize('protocol,flags', [(DINOv3Adapter, {}), (ViTAdapter, PROTOCOL2_FLAGS)],
+                         ids=['DINOv3Adapter', 'ViTAdapter-flags'])
+def test_protocol2_equals_dinov3s_own_adapter(protocol, flags):
     """DINOv3's DINOv3_Adapter on its DinoVisionTransformer (golden, made by
     tools/golden/make_dinov3_adapter_fixtures.py from the official code), its state
-    dict loaded strictly: the frozen extractor-only ViTAdapter gives the same maps.
-    The released layout's qkv bias is random in its masked k part, which matters
-    under RoPE (0.06 off without the mask)."""
+    dict loaded strictly: DINOv3Adapter, and ViTAdapter with its four settings, give
+    the same maps. The released layout's qkv bias is random in its masked k part,
+    which matters under RoPE (0.06 off without the mask)."""
     from helpers import FIXTURES
     from mmvitpe.weights import load_pretrained
     golden = torch.load(f'{FIXTURES}/golden/dinov3_adapter.pt', weights_only=True)
     vit, adapter = golden['config']['vit'], golden['config']['adapter']
-    model = ViTAdapter(
+    model = protocol(
         arch='dinov3_small', embed_dim=vit['embed_dim'], depth=vit['depth'],
         num_heads=vit['num_heads'], qkv_bias=True, pretrain_size=vit['img_size'],
-        class_token=True, num_register_tokens=vit['n_storage_tokens'], freeze_vit=True,
-        inject=False, vit_feature_mode='per_stage', vit_final_norm=True,
+        num_register_tokens=vit['n_storage_tokens'], **flags,
         interaction_indexes=[[i, i] for i in adapter['interaction_indexes']],
         deform_num_heads=adapter['deform_num_heads'], deform_ratio=adapter['deform_ratio'],
         conv_inplane=adapter['conv_inplane'], cffn_ratio=adapter['cffn_ratio']).eval()
@@ -294,6 +300,34 @@ def test_protocol2_equals_dinov3s_own_adapter():
         outs = model(golden['img'])
     for ours, ref in zip(outs, golden['outs'], strict=True):
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-4)
+
+
+def test_dinov3_adapter_is_defined_by_its_settings():
+    """DINOv3Adapter's four settings are its definition: repeating them is fine
+    (configs inherit them), another value names them and points to ViTAdapter."""
+    small = dict(embed_dim=32, depth=4, num_heads=2, deform_num_heads=2, conv_inplane=8,
+                 interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]])
+    model = DINOv3Adapter(**small, vit_feature_mode='per_stage', inject=False)
+    assert (model.freeze_vit, model.inject, model.vit_feature_mode, model.norm is not None,
+            model.num_prefix_tokens) == (True, False, 'per_stage', True, 5)
+    for bad in (dict(inject=True), dict(freeze_vit=False), dict(vit_feature_mode='last'),
+                dict(final_norm=False), dict(vit_final_norm=False), dict(inject=0)):
+        with pytest.raises(ValueError, match=rf'DINOv3Adapter is ViTAdapter with .*got '
+                                             rf'\{{\'{next(iter(bad))}\'.*use mmvitpe.ViTAdapter'):
+            DINOv3Adapter(**small, **bad)
+
+
+def test_the_former_read_out_norm_name_still_works_with_a_warning():
+    small = dict(embed_dim=32, depth=4, num_heads=2, deform_num_heads=2, conv_inplane=8,
+                 interaction_indexes=[[0, 1], [2, 3]])
+    with pytest.warns(FutureWarning, match='vit_final_norm is deprecated; its name is now '
+                                           'final_norm'):
+        model = ViTAdapter(**small, vit_final_norm=True)
+    assert model.norm is not None
+    with pytest.raises(TypeError, match='give final_norm only'):
+        ViTAdapter(**small, vit_final_norm=True, final_norm=True)
+    with pytest.raises(TypeError, match="final_norm='True' must be True or False"):
+        ViTBaseline(embed_dim=32, depth=4, num_heads=2, final_norm='True')
 
 
 @pytest.mark.parametrize('scheme', sorted(POS_ENCODINGS.module_dict))

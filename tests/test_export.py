@@ -34,7 +34,7 @@ def test_every_scheme_exports_to_onnx_and_matches_onnxruntime(scheme):
     img = torch.randn(2, 3, 32, 40)
     with torch.no_grad():
         program = torch.onnx.export(model, (img,), dynamo=True, verbose=False)
-        expected = model(img)
+        expected, = model(img)
     onnx.checker.check_model(program.model_proto)
     got, = onnxruntime_outputs(program.model_proto.SerializeToString(), img)
     torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=1e-4)
@@ -48,7 +48,7 @@ def test_the_torchscript_exporter_too(scheme, tmp_path):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the exporter's deprecation notice
         torch.onnx.export(model, (img,), path, dynamo=False)
-        expected = model(img)
+        expected, = model(img)
     onnx.checker.check_model(path)
     got, = onnxruntime_outputs(path, img)
     torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=1e-4)

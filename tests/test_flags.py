@@ -47,7 +47,7 @@ FLAGS = [
     ('PEViT', 'mlp_norm', tiny_vit),
     ('ViTAdapter', 'freeze_vit', tiny_adapter),
     ('ViTAdapter', 'inject', tiny_adapter),
-    ('ViTAdapter', 'vit_final_norm', tiny_adapter),
+    ('ViTAdapter', 'final_norm', tiny_adapter),
     ('ViTAdapter', 'with_cffn', tiny_adapter),
     ('ViTAdapter', 'use_extra_extractor', tiny_adapter),
     ('ViTAdapter', 'with_cp', tiny_adapter),

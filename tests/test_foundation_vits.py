@@ -181,7 +181,7 @@ def test_frozen_vit_gets_no_gradient_nor_optimizer_slot(inject):
     from mmvitpe.engine import LayerDecayOptimizerConstructor
     model = ViTAdapter(embed_dim=64, depth=4, num_heads=4, deform_num_heads=4, conv_inplane=8,
                        interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], drop_path_rate=0.1,
-                       vit_feature_mode='per_stage', vit_final_norm=True, freeze_vit=True,
+                       vit_feature_mode='per_stage', final_norm=True, freeze_vit=True,
                        inject=inject).train()
     assert not any(m.training for m in model.blocks.modules()) and model.spm.training
     assert (model.interactions[0].injector is not None) == inject
@@ -221,8 +221,10 @@ def test_frozen_vit_under_bf16_autocast_is_close_to_float32():
             assert out.dtype == torch.float32
             torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05)
             assert not torch.equal(out, ref)  # bf16 did run
-    with pytest.raises(ValueError, match='needs freeze_vit=True and inject=False'):
+    with pytest.raises(ValueError, match='the injectors need gradients through it'):
         ViTAdapter(**dict(args, inject=True), vit_autocast='bfloat16')
+    with pytest.raises(ValueError, match='it needs freeze_vit=True'):
+        ViTAdapter(**dict(args, freeze_vit=False), vit_autocast='bfloat16')
     with pytest.raises(ValueError, match="vit_autocast='bf16'; valid"):
         ViTAdapter(**args, vit_autocast='bf16')
 

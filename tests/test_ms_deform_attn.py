@@ -230,7 +230,7 @@ def test_backbones_import_and_run_without_mmcv_compiled_ops():
                   pos_embed=dict(type=scheme))(img).sum().backward()
         model = ViTAdapter(embed_dim=32, depth=2, num_heads=2, deform_num_heads=2,
                            conv_inplane=8, pretrain_size=32, pos_embed=dict(type='MPVG'),
-                           interaction_indexes=[[0, 0], [1, 1]], vit_final_norm=True)
+                           interaction_indexes=[[0, 0], [1, 1]], final_norm=True)
         batch = torch.randn(2, 3, 64, 64)  # the BNs in train mode need 2 values at 1/32
         sum(o.sum() for o in model(batch)).backward()
         outs = ViTBaseline(embed_dim=32, depth=2, num_heads=2, pretrain_size=32,

@@ -16,6 +16,7 @@ from mmvitpe.models import PEViT
 from mmvitpe.models.pos_encodings import (LaPE, RoPEAxial, RoPEMixed, SinCosPE, SPSA,
                                           build_pos_encoding)
 from mmvitpe.models.pos_encodings.sincos import sincos_2d
+from mmvitpe.models.timm_models import TimmPEViT
 from mmvitpe.models.vit import Attention, Block
 
 from helpers import FIXTURES, rotate_head_major
@@ -35,9 +36,9 @@ def test_learned_pe_matches_timm_deit_at_any_grid(pool):
     ref = VisionTransformer(img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=4,
                             num_classes=10, class_token=class_token, global_pool=pool,
                             fc_norm=False, dynamic_img_size=True).eval()
-    ours = PEViT(embed_dim=32, depth=2, num_heads=4, patch_size=4, pretrain_size=32,
-                 class_token=class_token, global_pool=pool, num_classes=10,
-                 pos_embed=dict(type='LearnedPE', antialias=True)).eval()
+    ours = TimmPEViT(arch=dict(embed_dim=32, depth=2, num_heads=4), patch_size=4, img_size=32,
+                     class_token=class_token, global_pool=pool, num_classes=10,
+                     pos_embed=dict(type='LearnedPE', antialias=True)).eval()
     ours.load_state_dict(timm_state_to_ours(ref.state_dict()), strict=True)
     with torch.no_grad():
         for size in [(32, 32), (40, 24), (24, 24), (44, 52)]:  # up- and down-sampling

@@ -47,7 +47,7 @@ def test_any_grid_forward_backward(scheme, class_token, registers, device):
         tokens, out_grid = model.forward_features(img)
         assert out_grid == grid
         assert tokens.shape == (2, grid[0] * grid[1] + class_token + registers, 32)
-        model(img).square().sum().backward()
+        model(img)[0].square().sum().backward()
         assert torch.isfinite(img.grad).all()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters()
                    if p.grad is not None)
@@ -63,14 +63,14 @@ def test_autocast_is_finite_and_close(scheme, class_token, dtype, device):
     for grid in GRIDS:
         img = torch.randn(1, 3, grid[0] * 4, grid[1] * 4, device=device)
         with torch.no_grad():
-            ref = model(img)
+            ref = model(img)[0]
             with torch.autocast(device, dtype=dtype):
-                low = model(img)
+                low = model(img)[0]
         assert qkv_dtypes[-2:] == [torch.float32, dtype]  # the blocks ran in low precision
         assert torch.isfinite(low).all()
         assert torch.allclose(low.float(), ref, atol=0.1, rtol=0.1)
     with torch.autocast(device, dtype=dtype):
-        out = model(img)
+        out = model(img)[0]
     out.float().square().sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
@@ -80,11 +80,11 @@ def test_autocast_is_finite_and_close(scheme, class_token, dtype, device):
 def test_gradient_checkpointing_matches(scheme, device):
     model = vit(scheme).to(device)
     img = torch.randn(2, 3, 28, 36, device=device)
-    model(img).sum().backward()
+    model(img)[0].sum().backward()
     ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     model.with_cp = True
-    model(img).sum().backward()
+    model(img)[0].sum().backward()
     for n, p in model.named_parameters():
         if n in ref:
             torch.testing.assert_close(p.grad, ref[n], msg=n)
@@ -110,22 +110,26 @@ class _CountSDPA(TorchFunctionMode):
 def test_attention_runs_a_fused_sdpa_kernel(scheme, train, dtype, device):
     """Every block without a multiplicative gain calls SDPA, and SDPA runs with
     its math path ruled out (``sdpa_kernel``), so a fused kernel ran. The one
-    exception: in CPU training a learned bias needs its gradient, for which
-    CPU SDPA has no fused kernel, so there the fused-only call must fail."""
+    exception: in CPU training a learned bias (or a term of the queries) needs
+    its gradient, for which CPU SDPA has no fused kernel, so there the fused-only
+    call must fail."""
     model = vit(scheme).to(device).train(train)
     grid = (7, 11)  # 77 tokens: no multiple of a kernel's tile
     img = torch.randn(1, 3, grid[0] * 4, grid[1] * 4, device=device)
     with torch.set_grad_enabled(train):
         state = model.pe.prepare(grid, torch.device(device), torch.float32)
         terms = [model.pe.logit_terms(b, grid, state, 0) for b in range(model.depth)]
-    sdpa_blocks = [bias for bias, gain in terms if gain is None]
+        q = torch.randn(1, 4, 77, 8, device=device, requires_grad=train)
+        query_terms = [model.pe.query_terms(q, b, grid, state, 0) for b in range(model.depth)]
+    sdpa_blocks = [bias if query is None else query
+                   for (bias, gain), query in zip(terms, query_terms) if gain is None]
     needs_math = device == 'cpu' and any(bias is not None and bias.requires_grad
                                          for bias in sdpa_blocks)
 
     def step():
         with torch.set_grad_enabled(train), sdpa_kernel(FUSED_SDPA), torch.autocast(
                 device, dtype=dtype, enabled=dtype != torch.float32):
-            out = model(img)
+            out = model(img)[0]
             if train:
                 out.float().sum().backward()
     if needs_math:
@@ -255,7 +259,7 @@ def test_rope_leaves_the_class_token_unrotated(scheme):
 def test_relative_schemes_extend_to_larger_windows_without_new_parameters():
     model = vit('RelPosBias', window_size=5, window_block_indexes=(0, 2))
     n_params = sum(p.numel() for p in model.parameters())
-    assert model(torch.randn(1, 3, 4 * 13, 4 * 9)).shape == (1, 32)
+    assert model(torch.randn(1, 3, 4 * 13, 4 * 9))[0].shape == (1, 32, 13, 9)
     assert sum(p.numel() for p in model.parameters()) == n_params
 
 
@@ -320,8 +324,6 @@ def test_unknown_scheme_and_argument_errors_name_the_choices():
         vit('PEG', pe_args={'blocks': [5]})
     with pytest.raises(ValueError, match='class_slot=True'):
         vit('LearnedPE', pe_args={'class_slot': True})
-    with pytest.raises(ValueError, match="global_pool='token' needs class_token"):
-        vit('NoPE', global_pool='token')
     with pytest.raises(ValueError, match='MPVG adds a term at the final norm.*final_norm=True'):
         vit('MPVG', final_norm=False)
 
@@ -365,8 +367,8 @@ def test_inference_memos_follow_the_model_to_another_dtype(scheme):
     with torch.no_grad():
         model(img.float())  # memos filled in fp32
         model.double()
-        memoised = model(img)
-    recomputed = model(img).detach()  # autograd on: no memo
+        memoised = model(img)[0]
+    recomputed = model(img)[0].detach()  # autograd on: no memo
     torch.testing.assert_close(memoised, recomputed, rtol=1e-12, atol=1e-12)
 
 

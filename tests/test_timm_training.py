@@ -120,7 +120,7 @@ class Records(logging.Handler):
 
 def load_into_adapter(path, scheme, **init):
     adapter = ViTAdapter(embed_dim=64, depth=4, num_heads=2, deform_num_heads=2, conv_inplane=8,
-                         interaction_indexes=FOUR, pretrain_size=SIZE, vit_final_norm=True,
+                         interaction_indexes=FOUR, pretrain_size=SIZE, final_norm=True,
                          pos_embed=dict(type=scheme),
                          init_cfg=dict(type='Pretrained', checkpoint=path, **init))
     records = Records()

@@ -47,7 +47,7 @@ def test_presets_match_the_original_configs():
 def test_every_pe_scheme_runs_forward_backward(scheme, device):
     # as the detection configs: windows in some blocks; the final norm carries MPVG's term
     model = adapter(pos_embed=dict(type=scheme), embed_dim=64, num_heads=4,
-                    deform_num_heads=4, conv_inplane=8, vit_final_norm=True,
+                    deform_num_heads=4, conv_inplane=8, final_norm=True,
                     window_size=3, window_block_indexes=[0, 2]).to(device)
     img = torch.randn(2, 3, 75, 101, device=device)
     outs = model(img)
@@ -169,10 +169,10 @@ def test_pretrained_is_not_loaded_in_init():
 @pytest.mark.parametrize('kwargs,match', [
     (dict(preset='huge'), "unknown preset 'huge'.*'base', 'large', 'small', 'tiny'"),
     (dict(interaction_indexes=[[0, 1], [3, 3]]), 'must cover blocks 0..3'),
-    (dict(class_token=True, pos_embed=dict(type='MPVG'), vit_final_norm=True),
+    (dict(class_token=True, pos_embed=dict(type='MPVG'), final_norm=True),
      'MPVG.*class_token=False'),
     (dict(vit_feature_mode='first'), "vit_feature_mode='first'"),
-    (dict(pos_embed=dict(type='MPVG')), 'MPVG adds a term at the final norm.*vit_final_norm'),
+    (dict(pos_embed=dict(type='MPVG')), 'MPVG adds a term at the final norm.*final_norm'),
 ])
 def test_bad_configuration_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -282,7 +282,7 @@ def test_adapter_inside_real_mask_rcnn_and_upernet():
     from mmengine.utils import get_installed_path
     backbone = dict(type='mmvitpe.ViTAdapter', preset='tiny', embed_dim=64, num_heads=4,
                     depth=4, deform_num_heads=4, conv_inplane=8, interaction_indexes=FOUR,
-                    pos_embed=dict(type='MPVG'), vit_final_norm=True)
+                    pos_embed=dict(type='MPVG'), final_norm=True)
 
     def base(pkg, path):
         return Config.fromfile(os.path.join(get_installed_path(pkg), '.mim', 'configs', path))

@@ -259,7 +259,7 @@ def test_timm_pretrained_scheme_round_trips_into_vit_adapter(tmp_path):
     path = tmp_path / 'model_best.pth.tar'  # as timm's CheckpointSaver writes it
     torch.save({'epoch': 299, 'arch': 'deit_tiny_mpvg_patch16_224', 'version': 2,
                 'state_dict': model.state_dict(), 'args': argparse.Namespace(lr=5e-4)}, path)
-    adapter = ViTAdapter(preset='tiny', pos_embed=dict(type='MPVG'), vit_final_norm=True,
+    adapter = ViTAdapter(preset='tiny', pos_embed=dict(type='MPVG'), final_norm=True,
                          init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     adapter.init_weights()
     adapter.eval()
@@ -293,7 +293,7 @@ def test_convert_weights_cli_writes_a_checkpoint_the_configs_load(tmp_path):
     done = convert_cli(src, config, out)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'newly initialised' in done.stdout and 'wrote' in done.stdout
-    model = small_adapter('MPVG', vit_final_norm=True,
+    model = small_adapter('MPVG', final_norm=True,
                           init_cfg=dict(type='Pretrained', checkpoint=str(out)))
     model.init_weights()
     torch.testing.assert_close(model.blocks[3].mlp.fc2.weight, sd['blocks.3.mlp.fc2.weight'])

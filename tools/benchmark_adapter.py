@@ -81,7 +81,7 @@ def build_ours(scheme: str, layout: str, weights: str):
     from mmvitpe.weights import load_pretrained
     # a scheme acting at the final norm (MPVG) needs it, as in its configs
     final_norm = POS_ENCODINGS.module_dict[scheme].acts_at_final_norm
-    model = ViTAdapter(preset='tiny', pos_embed=dict(type=scheme), vit_final_norm=final_norm,
+    model = ViTAdapter(preset='tiny', pos_embed=dict(type=scheme), final_norm=final_norm,
                        window_size=DET_WINDOWS if layout == 'det' else 0,
                        vit_feature_mode='last' if layout == 'det' else 'per_stage')
     if weights and scheme == 'LearnedPE':

@@ -9,11 +9,9 @@ custom_imports = dict(imports=['mmdet.models', 'mmvitpe'], allow_failed_imports=
 custom_hooks = [dict(type='mmvitpe.NonFiniteCheckHook')]
 model = dict(
     backbone=dict(
-        _delete_=True, type='mmvitpe.ViTAdapter', preset='small',
+        _delete_=True, type='mmvitpe.DINOv3Adapter', preset='small',
         arch='dinov3_small', pos_embed=dict(type='RoPEDINOv3'), qkv_bias=True,
-        class_token=True, num_register_tokens=4, freeze_vit=True, inject=False,
-        vit_autocast='bfloat16', vit_feature_mode='per_stage', vit_final_norm=True,
-        deform_num_heads=16, deform_ratio=0.5, drop_path_rate=0.3, with_cp=True,
+        vit_autocast='bfloat16', with_cp=True,
         norm_cfg=dict(type='SyncBN'),
         # dinov3_vits16_pretrain_lvd1689m-08c60483.pth (see the UperNet -s- config)
         init_cfg=dict(type='Pretrained',

@@ -11,11 +11,9 @@ model = dict(
     backbone=dict(
         # qkv_bias: the official layout has one (its k part masked, applied when
         # loading), whether the released values are zero or not
+        type='mmvitpe.DINOv3Adapter',
         arch='dinov3_small', pos_embed=dict(type='RoPEDINOv3'), qkv_bias=True,
-        class_token=True, num_register_tokens=4, freeze_vit=True, inject=False,
-        vit_autocast='bfloat16',
-        vit_final_norm=True, deform_num_heads=16, deform_ratio=0.5, drop_path_rate=0.3,
-        with_cp=True,
+        vit_autocast='bfloat16', with_cp=True,
         # dinov3_vits16_pretrain_lvd1689m-08c60483.pth, from the link DINOv3's
         # access form sends (github.com/facebookresearch/dinov3#pretrained-models)
         init_cfg=dict(checkpoint='pretrained/dinov3_vits16_pretrain_lvd1689m-08c60483.pth')))

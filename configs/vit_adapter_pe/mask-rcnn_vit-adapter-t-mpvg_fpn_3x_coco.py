@@ -4,4 +4,4 @@
 _base_ = '../vit_adapter/mask-rcnn_vit-adapter-t_fpn_3x_coco.py'
 
 # MPVG's last-norm term acts where the backbone reads the ViT tokens out
-model = dict(backbone=dict(pos_embed=dict(type='MPVG'), vit_final_norm=True))
+model = dict(backbone=dict(pos_embed=dict(type='MPVG'), final_norm=True))

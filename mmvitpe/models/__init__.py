@@ -1,6 +1,6 @@
 from . import pos_encodings  # noqa: F401  (registers the schemes)
 from . import timm_models  # noqa: F401  (registers timm classifiers)
-from .backbones import ViTAdapter, ViTBaseline
+from .backbones import STA, DenseViT, DINOv3Adapter, ViTAdapter, ViTBaseline, ViTDet
 from .vit import PEViT
 
-__all__ = ['PEViT', 'ViTAdapter', 'ViTBaseline']
+__all__ = ['DenseViT', 'DINOv3Adapter', 'PEViT', 'STA', 'ViTAdapter', 'ViTBaseline', 'ViTDet']

@@ -48,7 +48,8 @@ class UnsupportedPool(ValueError, AssertionError):
 
 
 class TimmPEViT(PEViT):
-    """:class:`PEViT` with the interface timm expects of a ViT classifier.
+    """:class:`PEViT` with a classifier head and the interface timm expects of a
+    ViT classifier.
 
     Args:
         img_size: Image side the model is (pre)trained at (PEViT's ``pretrain_size``).
@@ -71,8 +72,7 @@ class TimmPEViT(PEViT):
                  dtype: Optional[torch.dtype] = None, **kwargs) -> None:
         with torch.device(device) if device is not None else nullcontext():
             super().__init__(pretrain_size=img_size, in_channels=in_chans,
-                             class_token=class_token, num_classes=0, drop_rate=proj_drop_rate,
-                             **kwargs)
+                             class_token=class_token, drop_rate=proj_drop_rate, **kwargs)
             self.in_chans = in_chans
             self.has_class_token = class_token
             self.num_features = self.head_hidden_size = self.embed_dim

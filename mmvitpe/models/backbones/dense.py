@@ -1,25 +1,176 @@
-"""What the dense backbones share: a pyramid of patch tokens, and any input size.
+"""The dense base every adapter protocol builds on: a pyramid from a PE-pluggable
+ViT trunk, for any input size.
 
-The image is zero-padded at the bottom/right to a size every level divides, and
-each output level is cropped back to the part covering the real image, so the
-levels stay aligned with it.
+    forward(img) = crop(norms(pyramid(pad(img))))
+
+The image is zero-padded at the bottom/right to a size every level divides
+(``size_divisibility``, detectron2's ``padding_constraints``), the protocol's
+:meth:`DenseViT.pyramid` turns it into four maps at strides 4..32, each passes
+its output norm (``norm1..norm4``), and is cropped back to the part covering
+the real image, so the levels stay aligned with it.
 """
-from typing import Sequence, Tuple
+import warnings
+from contextlib import ExitStack
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
+
+from mmvitpe.utils.validation import check_bool, check_int, check_norm_cfg
+from ..pos_encodings import PEState
+from ..vit import PEViT
 
 # strides of the four output levels, as mmdet's FPN and mmseg's UperNet expect
 OUT_STRIDES = (4, 8, 16, 32)
+TRUNK_AUTOCAST = (None, 'bfloat16', 'float16')
+
+
+class DenseViT(PEViT):
+    """A ViT trunk, a protocol's pyramid, output norms and the padding around them.
+
+    A protocol subclasses this and implements :meth:`pyramid` only.
+
+    Args:
+        arch: The trunk's arch (see :class:`PEViT`).
+        pos_embed: The trunk's PE scheme (see :class:`PEViT`).
+        norm_cfg: Norm of the outputs (``norm1..norm4``, strides 4..32) and of
+            the protocol's own layers that take one (BN, SyncBN, GN, LN2d, ...).
+            Default BN.
+        final_norm: Pass the trunk's read-out through its final LayerNorm and
+            the PE's final site (MPVG's last-norm term) before the pyramid.
+            Default False, as the original ViT-Adapter and ViT baseline.
+            (``vit_final_norm`` is its former ViTAdapter spelling.)
+        freeze_vit: Freeze the trunk (patch embedding, prefix tokens, PE,
+            blocks, final norm): no gradients, so no optimizer slots (the
+            layer-decay constructor skips them), and kept in eval mode (no
+            dropout, drop path or PE train-time augmentation). Unless the
+            protocol feeds back into the trunk (ViT-Adapter's injectors), the
+            trunk then runs without autograd.
+        vit_autocast: 'bfloat16' or 'float16': run the frozen trunk under
+            autocast to that dtype (DINOv3's adapter: bfloat16), its tokens cast
+            back to the protocol's dtype; needs ``freeze_vit=True`` and a
+            protocol that does not feed back into the trunk.
+        out_channels: Channels of every output level (default: the trunk's width).
+        **kwargs: The trunk's other arguments (see :class:`PEViT`).
+            ``class_token`` and ``num_register_tokens`` default to off, also for
+            a foundation arch (as the original ViT-Adapter's DINOv2 configs);
+            when on, the prefix tokens run through the trunk and the protocol
+            uses the patch tokens.
+    """
+    out_strides: Tuple[int, ...] = OUT_STRIDES
+    # the image is padded to a multiple of the coarsest stride
+    size_divisibility: int = OUT_STRIDES[-1]
+    # False for a protocol whose pyramid ends in its own norms (ViTDet's)
+    output_norms: bool = True
+
+    def __init__(self, arch: Union[str, dict] = 'tiny', pos_embed: Union[dict, list, None] = None,
+                 norm_cfg: Optional[dict] = None, final_norm: Optional[bool] = None,
+                 freeze_vit: bool = False, vit_autocast: Optional[str] = None,
+                 out_channels: Optional[int] = None, **kwargs) -> None:
+        owner = type(self).__name__
+        final_norm = self._read_out_norm_flag(owner, final_norm, kwargs)
+        prefix_tokens_off_by_default(kwargs)
+        super().__init__(arch=arch, pos_embed=pos_embed, final_norm=final_norm, **kwargs)
+        self.norm_cfg = check_norm_cfg(owner, 'norm_cfg', norm_cfg) or dict(type='BN')
+        self.freeze_vit = check_bool(owner, 'freeze_vit', freeze_vit)
+        if vit_autocast not in TRUNK_AUTOCAST:
+            raise ValueError(f'{owner}: vit_autocast={vit_autocast!r}; valid: {TRUNK_AUTOCAST}')
+        if vit_autocast and not self.freeze_vit:
+            raise ValueError(f'{owner}: vit_autocast={vit_autocast!r} runs a frozen trunk '
+                             'without autograd: it needs freeze_vit=True')
+        self.vit_autocast = vit_autocast
+        self.out_channels = (self.embed_dim if out_channels is None
+                             else check_int(owner, 'out_channels', out_channels))
+        # output norms, named as in the original ViT-Adapter (norm1..norm4, strides 4..32)
+        self.norm1, self.norm2, self.norm3, self.norm4 = (
+            build_norm_layer(self.norm_cfg, self.out_channels)[1] if self.output_norms
+            else nn.Identity() for _ in OUT_STRIDES)
+        if self.freeze_vit:
+            for part in self.trunk_parts():
+                part.requires_grad_(False)
+
+    @staticmethod
+    def _read_out_norm_flag(owner: str, final_norm, kwargs: dict) -> bool:
+        if 'vit_final_norm' in kwargs:
+            if final_norm is not None:
+                raise TypeError(f'{owner}: give final_norm only; vit_final_norm is its former '
+                                'spelling')
+            warnings.warn(f'{owner}: vit_final_norm is deprecated; its name is now final_norm '
+                          '(the same flag, shared by every dense protocol)', FutureWarning,
+                          stacklevel=3)
+            final_norm = kwargs.pop('vit_final_norm')
+        return False if final_norm is None else check_bool(owner, 'final_norm', final_norm)
+
+    # ---- what a protocol declares --------------------------------------------
+    def output_shape(self) -> Dict[str, dict]:
+        """Channels and stride of each output level (detectron2's ``output_shape``)."""
+        return {f'p{stride.bit_length() - 1}': dict(channels=self.out_channels, stride=stride)
+                for stride in self.out_strides}
+
+    @property
+    def padding_constraints(self) -> Dict[str, int]:
+        """The input multiple the backbone pads to itself (detectron2's
+        ``padding_constraints``): a data preprocessor may pad to it, need not."""
+        return dict(size_divisibility=self.size_divisibility)
+
+    def pyramid(self, img: Tensor) -> List[Tensor]:
+        """Four maps at strides 4..32 of the padded image (before the output norms)."""
+        raise NotImplementedError(f'{type(self).__name__} implements no pyramid()')
+
+    # ---- the frozen trunk ---------------------------------------------------------
+    @property
+    def feeds_back_into_trunk(self) -> bool:
+        """Whether the protocol changes the trunk's tokens (then the trunk keeps
+        autograd when frozen: gradients pass through it to the protocol)."""
+        return False
+
+    def trunk_parts(self) -> List[nn.Module]:
+        return [m for m in (self.patch_embed, self.pos_drop, self.pe, self.blocks, self.norm)
+                if m is not None] + [p for p in (self.cls_token, self.reg_token)
+                                     if p is not None]
+
+    def trunk_context(self, device_type: str) -> ExitStack:
+        """No autograd (and the autocast asked for) for a frozen trunk that nothing
+        feeds back into; nothing otherwise."""
+        stack = ExitStack()
+        if self.freeze_vit and not self.feeds_back_into_trunk:
+            stack.enter_context(torch.no_grad())
+            if self.vit_autocast:
+                stack.enter_context(torch.autocast(device_type,
+                                                   dtype=getattr(torch, self.vit_autocast)))
+        return stack
+
+    def train(self, mode: bool = True) -> 'DenseViT':
+        super().train(mode)
+        if self.freeze_vit:
+            for part in self.trunk_parts():
+                if isinstance(part, nn.Module):
+                    part.eval()
+        return self
+
+    def trunk_maps(self, img: Tensor, indices: Sequence[int]) -> Tuple[List[Tensor], PEState]:
+        """The trunk's patch tokens after blocks ``indices`` (sorted), each through
+        :meth:`finalize`, as (B, D, H, W) maps."""
+        with self.trunk_context(img.device.type):
+            x, state = self.embed(img)
+            _, outs = self.read_out(x, state, indices)
+        if self.vit_autocast:  # back to the protocol's dtype
+            outs = [out.to(img.dtype) for out in outs]
+        return [tokens_to_map(out[:, self.num_prefix_tokens:], state.grid) for out in outs], state
+
+    def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
+        image_size = tuple(img.shape[-2:])
+        img = pad_to_multiple(img, self.size_divisibility)
+        return normed_outputs(self.pyramid(img), (self.norm1, self.norm2, self.norm3, self.norm4),
+                              image_size)
 
 
 def prefix_tokens_off_by_default(kwargs: dict) -> None:
     """A foundation arch's class and register tokens (DINOv2/v3, EVA-02) stay off
     unless asked for, as the original ViT-Adapter's DINOv2 configs drop the class
-    token; their checkpoint tensors are then reported as dropped. With
-    ``class_token=True`` / ``num_register_tokens=N`` they run through the ViT
-    blocks, and the pyramid is built from the patch tokens."""
+    token; their checkpoint tensors are then reported as dropped."""
     kwargs.setdefault('class_token', False)
     kwargs.setdefault('num_register_tokens', 0)
 

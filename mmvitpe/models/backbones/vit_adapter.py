@@ -20,22 +20,19 @@ weights load (reported as resized) and the 37 x 37 table is kept as a grid of
 16-px patches.
 """
 import math
-from contextlib import ExitStack
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmcv.cnn import build_norm_layer
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
-from mmvitpe.utils.validation import (check_bool, check_int, check_int_list, check_norm_cfg,
-                                      check_positive, check_real)
+from mmvitpe.utils.validation import (check_bool, check_int, check_int_list, check_positive,
+                                      check_real)
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
 from ..layers.deformable_attention import DeformableAttention
-from ..vit import PEViT, resolve_arch
-from .dense import (OUT_STRIDES, normed_outputs, pad_to_multiple, prefix_tokens_off_by_default,
-                    resample_to_level, tokens_to_map)
+from ..vit import resolve_arch
+from .dense import OUT_STRIDES, DenseViT, resample_to_level, tokens_to_map
 
 # Sizes of the original configs (ref: czczup/ViT-Adapter detection and
 # segmentation configs). ``drop_path_rate`` is the detection/segmentation value.
@@ -53,7 +50,7 @@ VIT_FEATURE_MODES = ('last', 'per_stage', None)
 
 
 @MODELS.register_module()
-class ViTAdapter(PEViT):
+class ViTAdapter(DenseViT):
     """ViT-Adapter with a pluggable positional encoding.
 
     Args:
@@ -72,34 +69,22 @@ class ViTAdapter(PEViT):
             final tokens at every level, as the original detection code),
             'per_stage' (interaction i's tokens at level i, as the original
             segmentation code) or None (not added).
-        vit_final_norm: Pass the ViT tokens through the final LayerNorm and the
-            PE's final site (MPVG's last-norm term) before adding them to the
-            pyramid. The original uses no final norm (False).
-        norm_cfg: Norm of the spatial prior module and the output norms
-            (BN, SyncBN, GN, ...).
         with_cp: Gradient checkpointing in the ViT blocks and the adapter.
-        freeze_vit: Freeze the ViT (patch embedding, prefix tokens, PE, blocks,
-            final norm): no gradients, so no optimizer slots (the layer-decay
-            constructor skips them), and kept in eval mode (no dropout, drop
-            path or PE train-time augmentation). With injectors the blocks
-            still pass gradients to them; without, the ViT runs without autograd.
-        inject: Build the injectors. False: extractor-only interactions
-            (DINOv3's ``DINOv3_Adapter`` with ``freeze_vit=True``,
-            ``vit_feature_mode='per_stage'`` and ``vit_final_norm=True``); the
+        inject: Build the injectors. False: extractor-only interactions, as
+            :class:`DINOv3Adapter` (which is this with ``freeze_vit=True``,
+            ``vit_feature_mode='per_stage'`` and ``final_norm=True``); the
             extractors then read the ViT tokens after the final norm too.
-        vit_autocast: 'bfloat16' or 'float16': run the frozen ViT under
-            autocast to that dtype (DINOv3: bfloat16), its tokens cast back to
-            the adapter's dtype; needs ``freeze_vit=True, inject=False``.
-        **kwargs: ViT arguments (see :class:`PEViT`). ``class_token`` and
-            ``num_register_tokens`` default to off, also for a foundation arch
-            (as the original's DINOv2 configs); when on, the prefix tokens run
-            through the ViT blocks (globally, also in windowed blocks) and the
-            injectors, extractors and pyramid use the patch tokens only, as
-            DINOv3's ``InteractionBlockWithCls``. Others: pos_embed, init_cfg,
-            pretrained, patch_size,
-            pretrain_size, window_size, window_block_indexes, drop_path_rate,
-            embed_dim, depth, layer_scale_init_value (default 1.0, as the
-            original; None removes layer scale), ...
+        **kwargs: See :class:`DenseViT` (arch, pos_embed, norm_cfg — also the
+            spatial prior module's —, final_norm, freeze_vit: with injectors the
+            frozen blocks still pass gradients to them, vit_autocast: only
+            without injectors) and :class:`PEViT`. With ``class_token`` /
+            ``num_register_tokens`` the prefix tokens run through the ViT blocks
+            (globally, also in windowed blocks) and the injectors, extractors
+            and pyramid use the patch tokens only, as DINOv3's
+            ``InteractionBlockWithCls``. Others: init_cfg, pretrained,
+            patch_size, pretrain_size, window_size, window_block_indexes,
+            drop_path_rate, embed_dim, depth, layer_scale_init_value (default
+            1.0, as the original; None removes layer scale), ...
     """
 
     def __init__(self,
@@ -114,43 +99,32 @@ class ViTAdapter(PEViT):
                  cffn_ratio: float = 0.25,
                  use_extra_extractor: bool = True,
                  vit_feature_mode: Optional[str] = 'last',
-                 vit_final_norm: bool = False,
-                 norm_cfg: Optional[dict] = None,
                  with_cp: bool = False,
-                 freeze_vit: bool = False,
                  inject: bool = True,
-                 vit_autocast: Optional[str] = None,
                  **kwargs) -> None:
         if not isinstance(preset, str) or preset not in ADAPTER_SETTINGS:
             raise ValueError(f'unknown preset {preset!r}; valid: {sorted(ADAPTER_SETTINGS)}')
-        with_cffn, use_extra_extractor, vit_final_norm, freeze_vit, inject = (
+        with_cffn, use_extra_extractor, inject = (
             check_bool('ViTAdapter', name, value) for name, value in (
                 ('with_cffn', with_cffn), ('use_extra_extractor', use_extra_extractor),
-                ('vit_final_norm', vit_final_norm), ('freeze_vit', freeze_vit),
                 ('inject', inject)))
         if not inject and init_values:
             raise ValueError(f'init_values={init_values} is the injectors\' gamma, but '
                              'inject=False builds no injectors')
-        if vit_autocast not in (None, 'bfloat16', 'float16'):
-            raise ValueError(f"vit_autocast={vit_autocast!r}; valid: None, 'bfloat16', "
-                             "'float16'")
-        if vit_autocast and (inject or not freeze_vit):
-            raise ValueError('vit_autocast runs a frozen ViT without autograd: it needs '
-                             f'freeze_vit=True and inject=False (got freeze_vit={freeze_vit}, '
-                             f'inject={inject})')
+        if kwargs.get('vit_autocast') and inject:
+            raise ValueError(f"vit_autocast={kwargs['vit_autocast']!r} runs a frozen ViT "
+                             'without autograd: the injectors need gradients through it '
+                             '(inject=False, or DINOv3Adapter)')
         if vit_feature_mode not in VIT_FEATURE_MODES:
             raise ValueError(f'vit_feature_mode={vit_feature_mode!r}; valid: {VIT_FEATURE_MODES}')
-        prefix_tokens_off_by_default(kwargs)
         settings = dict(ADAPTER_SETTINGS[preset])
         kwargs.setdefault('arch', settings.pop('arch'))
         kwargs.setdefault('drop_path_rate', settings.pop('drop_path_rate'))
         # the original's layer scale, unless the arch has its own (DINOv2/v3: 1e-5)
         kwargs.setdefault('layer_scale_init_value', resolve_arch(
             kwargs['arch'], {}).get('layer_scale_init_value') or 1.0)
-        if 'final_norm' in kwargs:
-            raise TypeError('ViTAdapter takes vit_final_norm (the ViT tokens\' norm before '
-                            'the pyramid), not final_norm')
-        super().__init__(with_cp=with_cp, final_norm=vit_final_norm, **kwargs)
+        super().__init__(with_cp=with_cp, **kwargs)
+        self.inject = inject
         self.interaction_indexes = self._check_interactions(
             settings['interaction_indexes'] if interaction_indexes is None
             else interaction_indexes)
@@ -162,7 +136,6 @@ class ViTAdapter(PEViT):
                 "'last' or None, or give 4 interactions")
         self.vit_feature_mode = vit_feature_mode
         dim = self.embed_dim
-        norm_cfg = check_norm_cfg('ViTAdapter', 'norm_cfg', norm_cfg) or dict(type='BN')
         deform_num_heads, deform_ratio = self._check_deformable(
             settings['deform_num_heads'] if deform_num_heads is None else deform_num_heads,
             settings['deform_ratio'] if deform_ratio is None else deform_ratio, n_points)
@@ -174,7 +147,7 @@ class ViTAdapter(PEViT):
 
         self.level_embed = nn.Parameter(torch.zeros(3, dim))
         self.spm = SpatialPriorModule(conv_inplane, dim, in_channels=self.in_channels,
-                                      norm_cfg=norm_cfg)
+                                      norm_cfg=self.norm_cfg)
         last = len(self.interaction_indexes) - 1
         self.interactions = nn.ModuleList([
             InteractionBlock(
@@ -185,39 +158,11 @@ class ViTAdapter(PEViT):
                 inject=inject)
             for i in range(len(self.interaction_indexes))])
         self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
-        # output norms, named as in the original (norm1..norm4 for strides 4..32)
-        self.norm1, self.norm2, self.norm3, self.norm4 = (
-            build_norm_layer(norm_cfg, dim)[1] for _ in range(4))
         self._init_adapter_weights()
-        self.freeze_vit, self.inject, self.vit_autocast = freeze_vit, inject, vit_autocast
-        if freeze_vit:
-            for module in self._vit_parts():
-                module.requires_grad_(False)
-            for token in (self.cls_token, self.reg_token):
-                if token is not None:
-                    token.requires_grad_(False)
 
-    def _vit_parts(self) -> list:
-        return [m for m in (self.patch_embed, self.pos_drop, self.pe, self.blocks, self.norm)
-                if m is not None]
-
-    def _vit_context(self, device_type: str) -> ExitStack:
-        """No autograd (and the autocast asked for) for a frozen ViT without
-        injectors; nothing otherwise (injectors need gradients through it)."""
-        stack = ExitStack()
-        if self.freeze_vit and not self.inject:
-            stack.enter_context(torch.no_grad())
-            if self.vit_autocast:
-                stack.enter_context(torch.autocast(device_type,
-                                                   dtype=getattr(torch, self.vit_autocast)))
-        return stack
-
-    def train(self, mode: bool = True) -> 'ViTAdapter':
-        super().train(mode)
-        if self.freeze_vit:
-            for module in self._vit_parts():
-                module.eval()
-        return self
+    @property
+    def feeds_back_into_trunk(self) -> bool:
+        return self.inject
 
     def _check_interactions(self, indexes) -> list:
         if isinstance(indexes, (str, bytes)) or not isinstance(indexes, Sequence) or any(
@@ -265,16 +210,13 @@ class ViTAdapter(PEViT):
     def no_weight_decay(self) -> set:
         return super().no_weight_decay() | {'level_embed'}
 
-    def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
-        image_size = tuple(img.shape[-2:])
-        img = pad_to_multiple(img, OUT_STRIDES[-1])
-
+    def pyramid(self, img: Tensor) -> List[Tensor]:
         c1, c2, c3, c4 = self.spm(img)
         levels = [tuple(t.shape[-2:]) for t in (c2, c3, c4)]
         c = torch.cat([t.flatten(2).transpose(1, 2) + self.level_embed[i]
                        for i, t in enumerate((c2, c3, c4))], dim=1)
 
-        with self._vit_context(img.device.type):
+        with self.trunk_context(img.device.type):
             x, state = self.embed(img)
         # the ViT pads to whole patches: with a patch size that does not divide 32
         # (DINOv2, EVA-02: 14) its grid spans a few pixels more than the pyramid's
@@ -290,7 +232,7 @@ class ViTAdapter(PEViT):
             if self.inject:
                 patches = interaction.inject(x[:, prefix:], c, inject_inputs)
                 x = torch.cat([x[:, :prefix], patches], dim=1) if prefix else patches
-            with self._vit_context(img.device.type):
+            with self.trunk_context(img.device.type):
                 x = self.forward_blocks(x, state, first, last + 1)
                 # without injectors nothing flows back into the ViT: the extractors read
                 # it as the pyramid does, after the final norm (DINOv3_Adapter reads
@@ -313,5 +255,4 @@ class ViTAdapter(PEViT):
                 vit_maps = vit_maps * 4
             pyramid = [feat + resample_to_level(vit_map, self.patch_size, stride, feat.shape)
                        for feat, vit_map, stride in zip(pyramid, vit_maps, OUT_STRIDES)]
-        return normed_outputs(pyramid, (self.norm1, self.norm2, self.norm3, self.norm4),
-                              image_size)
+        return pyramid

@@ -13,36 +13,30 @@ patch/4 .. 2*patch; those maps are resampled at the pixel centres of strides
 4..32 (with patch 14 the ViT grid, padded to whole patches, spans a few pixels
 more than the image; the max-pool keeps an odd last row and column).
 """
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
-from mmvitpe.utils.validation import check_int_list, check_norm_cfg
-from ..vit import PEViT
-from .dense import (OUT_STRIDES, normed_outputs, pad_to_multiple, prefix_tokens_off_by_default,
-                    resample_to_level, tokens_to_map)
+from mmvitpe.utils.validation import check_int_list
+from .dense import OUT_STRIDES, DenseViT, resample_to_level
 
 
 @MODELS.register_module()
-class ViTBaseline(PEViT):
+class ViTBaseline(DenseViT):
     """Plain ViT with a simple four-level pyramid.
 
     Args:
         out_indices: Blocks whose outputs become the four levels (default:
             the last block of each quarter of the depth).
-        norm_cfg: Norm inside the stride-4 branch and on the outputs.
-        **kwargs: See :class:`PEViT` (arch, pos_embed, init_cfg/pretrained,
-            window attention, ...). ``final_norm`` (default False here)
-            passes each read-out through the ViT's final LayerNorm and the
-            PE's final site (MPVG's term) before the pyramid.
+        **kwargs: See :class:`DenseViT` (arch, pos_embed, norm_cfg, final_norm,
+            freeze_vit, ...) and :class:`PEViT` (init_cfg/pretrained, window
+            attention, ...). ``norm_cfg`` is also the norm inside the stride-4
+            branch.
     """
 
-    def __init__(self, out_indices: Optional[Sequence[int]] = None,
-                 norm_cfg: Optional[dict] = None, **kwargs) -> None:
-        prefix_tokens_off_by_default(kwargs)
-        kwargs.setdefault('final_norm', False)
+    def __init__(self, out_indices: Optional[Sequence[int]] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         quarter = self.depth // 4
         self.out_indices = (check_int_list('ViTBaseline', 'out_indices', out_indices)
@@ -52,28 +46,16 @@ class ViTBaseline(PEViT):
                 not all(0 <= i < self.depth for i in self.out_indices):
             raise ValueError(f'out_indices={self.out_indices}: need 4 non-decreasing block '
                              f'indices in 0..{self.depth - 1}')
-        norm_cfg = check_norm_cfg('ViTBaseline', 'norm_cfg', norm_cfg) or dict(type='BN')
         dim = self.embed_dim
         self.fpn1 = nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, 2),
-                                  build_norm_layer(norm_cfg, dim)[1], nn.GELU(),
+                                  build_norm_layer(self.norm_cfg, dim)[1], nn.GELU(),
                                   nn.ConvTranspose2d(dim, dim, 2, 2))
         self.fpn2 = nn.ConvTranspose2d(dim, dim, 2, 2)
         self.fpn3 = nn.Identity()
         self.fpn4 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        # output norms, named as in the original (norm1..norm4 for strides 4..32)
-        self.norm1, self.norm2, self.norm3, self.norm4 = (
-            build_norm_layer(norm_cfg, dim)[1] for _ in range(4))
 
-    def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
-        image_size = tuple(img.shape[-2:])
-        img = pad_to_multiple(img, OUT_STRIDES[-1])
-        x, state = self.embed(img)
-        maps, start = [], 0
-        for index in self.out_indices:
-            x = self.forward_blocks(x, state, start, index + 1)
-            start = index + 1
-            maps.append(tokens_to_map(self.finalize(x, state)[:, self.num_prefix_tokens:],
-                                      state.grid))
+    def pyramid(self, img: Tensor) -> List[Tensor]:
+        maps, _ = self.trunk_maps(img, self.out_indices)
         pyramid = []
         for fpn, feat, stride in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps,
                                      OUT_STRIDES):
@@ -82,5 +64,4 @@ class ViTBaseline(PEViT):
             if feat.shape[-2:] != padded:  # patch size != 16: strides patch/4 .. 2*patch
                 feat = resample_to_level(feat, self.patch_size, 16, padded)
             pyramid.append(feat)
-        return normed_outputs(pyramid, (self.norm1, self.norm2, self.norm3, self.norm4),
-                              image_size)
+        return pyramid

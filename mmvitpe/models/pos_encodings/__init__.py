@@ -18,6 +18,7 @@ from .none import NoPE
 from .peg import PEG
 from .pvg import PVG
 from .rel_pos_bias import RelPosBias
+from .rel_pos_decomposed import RelPosDecomposed
 from .rope import RotaryPE
 from .rope_axial import RoPEAxial
 from .rope_dinov3 import RoPEDINOv3
@@ -26,7 +27,7 @@ from .rope_mixed import RoPEMixed
 from .sincos import SinCosPE
 from .sp_sa import SPSA
 from .presets import (BEiTPE, EVA02PE, RoPEAxialAPE, RoPEMixedAPE,  # noqa: E402 (after members)
-                      SPViTPE)
+                      SPViTPE, ViTDetPE)
 
 
 def _valid_types() -> list:
@@ -40,7 +41,8 @@ def build_pos_encoding(cfg, **context) -> PositionalEncoding:
         cfg: ``dict(type=<scheme>, **scheme_args)``; or a list of such configs
             (a composite, same as ``dict(type='Compose', schemes=[...])``).
         **context: embed_dim, num_heads, depth, num_prefix_tokens,
-            num_register_tokens and pretrain_grid, supplied by the transformer.
+            num_register_tokens, pretrain_grid and window_sizes, supplied by the
+            transformer.
 
     Raises:
         ValueError: for an unknown type, naming the valid ones.
@@ -66,8 +68,8 @@ def build_pos_encoding(cfg, **context) -> PositionalEncoding:
 
 __all__ = [
     'Grid', 'PEState', 'PositionalEncoding', 'build_pos_encoding', 'NoPE', 'LearnedPE',
-    'FactorizedPE', 'SinCosPE', 'PEG', 'RelPosBias', 'SPSA', 'LayerwisePE', 'LaPE', 'PVG',
-    'MPVG', 'RotaryPE', 'RoPEAxial', 'RoPEMixed', 'RoPEDINOv3', 'RoPEEVA02', 'ALiBi2D',
-    'LookHere', 'Compose', 'CompositeState', 'BEiTPE', 'RoPEAxialAPE', 'RoPEMixedAPE',
-    'SPViTPE', 'EVA02PE'
+    'FactorizedPE', 'SinCosPE', 'PEG', 'RelPosBias', 'RelPosDecomposed', 'SPSA', 'LayerwisePE',
+    'LaPE', 'PVG', 'MPVG', 'RotaryPE', 'RoPEAxial', 'RoPEMixed', 'RoPEDINOv3', 'RoPEEVA02',
+    'ALiBi2D', 'LookHere', 'Compose', 'CompositeState', 'BEiTPE', 'RoPEAxialAPE', 'RoPEMixedAPE',
+    'SPViTPE', 'EVA02PE', 'ViTDetPE'
 ]

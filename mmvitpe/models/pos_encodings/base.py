@@ -9,8 +9,9 @@ site                 call
 once per forward    ``state = pe.prepare(grid, device, dtype)``
 input embedding     ``x = pe.embed(x, state)``       (prefix tokens first)
 per block input     ``h = pe.attention_input(norm1(x), i, state)``
-inside attention    ``qk = pe.rotate(qk, i, state)`` and
-                    ``bias, gain = pe.logit_terms(i, attn_grid, state)``
+inside attention    ``qk = pe.rotate(qk, i, state)``,
+                    ``bias, gain = pe.logit_terms(i, attn_grid, state)`` and
+                    ``bias += pe.query_terms(q, i, attn_grid, state)``
 between blocks      ``x = pe.after_block(x, i, state)``
 final norm          ``y = pe.final(norm(x), state)``
 ==================  ==========================================================
@@ -74,6 +75,8 @@ class PositionalEncoding(ForeignWeights, BaseModule):
         pretrain_grid: Patch grid the model is (pre)trained at; learned tables
             are stored at this size and resized to other grids at run time.
         init_cfg: mmengine initialisation config.
+        window_sizes: Each block's attention window side (0: global), for
+            schemes whose tables are sized per attention grid. Default: all global.
     """
 
     acts_at_final_norm: bool = False
@@ -92,7 +95,8 @@ class PositionalEncoding(ForeignWeights, BaseModule):
                  num_prefix_tokens: int = 0,
                  pretrain_grid: Grid = (14, 14),
                  init_cfg: Optional[dict] = None,
-                 num_register_tokens: int = 0) -> None:
+                 num_register_tokens: int = 0,
+                 window_sizes: Optional[Sequence[int]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -100,6 +104,7 @@ class PositionalEncoding(ForeignWeights, BaseModule):
         self.num_prefix_tokens = num_prefix_tokens
         self.num_register_tokens = num_register_tokens
         self.pretrain_grid = tuple(pretrain_grid)
+        self.window_sizes = tuple(window_sizes) if window_sizes is not None else (0,) * depth
 
     # ---- the sites -------------------------------------------------------
     def prepare(self, grid: Grid, device: torch.device,
@@ -126,6 +131,12 @@ class PositionalEncoding(ForeignWeights, BaseModule):
         or the whole grid, plus ``num_prefix`` prefix tokens), or None.
         """
         return None, None
+
+    def query_terms(self, q: Tensor, block: int, attn_grid: Grid, state: PEState,
+                    num_prefix: int) -> Optional[Tensor]:
+        """An additive term on the scaled logits that depends on the queries
+        ``q`` (B, heads, N, head_dim), after rotation: (B, heads, N, N), or None."""
+        return None
 
     def after_block(self, x: Tensor, block: int, state: PEState) -> Tensor:
         return x

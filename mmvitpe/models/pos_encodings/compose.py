@@ -155,6 +155,13 @@ class Compose(PositionalEncoding):
                 gain = g if gain is None else gain * g
         return bias, gain
 
+    def query_terms(self, q: Tensor, block: int, attn_grid: Grid, state: CompositeState,
+                    num_prefix: int) -> Optional[Tensor]:
+        terms = [t for t in (member.query_terms(q, block, attn_grid, own, num_prefix)
+                             for member, own in zip(self.members, state.members))
+                 if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
     def after_block(self, x: Tensor, block: int, state: CompositeState) -> Tensor:
         for member, own in zip(self.members, state.members):
             x = member.after_block(x, block, own)

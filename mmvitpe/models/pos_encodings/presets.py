@@ -15,6 +15,8 @@ type               members                                            as in
                    the last two) + PEG after every block
 ``EVA02PE``        LearnedPE (class slot) + RoPEEVA02 (positions      EVA-02; timm ``eva02_*``
                    rescaled to the pretraining grid)
+``ViTDetPE``       LearnedPE (resized without antialias) +            detectron2's ViTDet (``use_abs_pos``,
+                   RelPosDecomposed                                   ``use_rel_pos``); SAM's image encoder
 =================  =================================================  ===================================
 
 The RoPE presets resize their table as timm does (``antialias=True``), so timm's
@@ -79,3 +81,14 @@ class EVA02PE(Preset):
     """EVA-02's PE: learned absolute table (class slot) plus its rescaled RoPE."""
     MEMBERS = ('LearnedPE', 'RoPEEVA02')
     DEFAULTS = dict(LearnedPE=dict(antialias=True))
+
+
+@POS_ENCODINGS.register_module()
+class ViTDetPE(Preset):
+    """ViTDet's PE: a learned absolute table (resized bicubically without
+    antialias, as detectron2's ``get_abs_pos``) plus decomposed relative position
+    in every block. Its global blocks' tables are sized by
+    ``RelPosDecomposed=dict(global_grid=...)`` (ViTDet: the input's grid, 64x64
+    at 1024 px with patch 16)."""
+    MEMBERS = ('LearnedPE', 'RelPosDecomposed')
+    DEFAULTS = dict(LearnedPE=dict(antialias=False))

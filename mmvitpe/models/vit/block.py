@@ -52,17 +52,21 @@ class Block(nn.Module):
         mlp_align: Round the SwiGLU hidden width up to this multiple (DINOv3: 8).
         drop: Dropout after attention projection and in the MLP.
         attn_drop: Dropout on attention weights.
+        window_padding: How a windowed block pads its grid (see
+            ``attention.WINDOW_PADDINGS``).
     """
 
     def __init__(self, dim: int, num_heads: int, index: int, mlp_ratio: float = 4.,
                  qkv_bias: bool = True, window_size: int = 0, drop_path: float = 0.,
                  layer_scale_init_value: Optional[float] = None, norm_eps: float = 1e-6,
                  drop: float = 0., attn_drop: float = 0., mlp_layer: str = 'mlp',
-                 mlp_norm: bool = False, mlp_align: int = 0) -> None:
+                 mlp_norm: bool = False, mlp_align: int = 0,
+                 window_padding: str = 'qkv') -> None:
         super().__init__()
         self.index = index
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, window_size, attn_drop, drop)
+        self.attn = Attention(dim, num_heads, qkv_bias, window_size, attn_drop, drop,
+                              window_padding)
         self.ls1 = (LayerScale(dim, layer_scale_init_value)
                     if layer_scale_init_value is not None else nn.Identity())
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()

@@ -1,12 +1,13 @@
-"""A plain ViT whose positional encoding is a config switch.
+"""A plain, headless ViT whose positional encoding is a config switch.
 
-The dense backbones (ViT-Adapter, the ViT baseline) and the classification
-model share this core. The PE scheme is consulted at its fixed sites (see
-``pos_encodings/base.py``); the core never looks at which scheme it is.
+The trunk of every dense protocol (``backbones/``) and of the timm classifier
+(``timm_models.TimmPEViT``, which adds the head). The PE scheme is consulted at
+its fixed sites (see ``pos_encodings/base.py``); the trunk never looks at which
+scheme it is.
 """
 import logging
 import re
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint as cp
@@ -24,54 +25,9 @@ from mmvitpe.weights.reader import (backbone_part, non_finite, read_source_confi
                                     read_state_dict)
 from mmvitpe.weights.transfer import load_pretrained, remap
 from ..pos_encodings import Grid, PEState, build_pos_encoding
+from .arch import resolve_arch
+from .attention import WINDOW_PADDINGS
 from .block import Block
-from .foundation import FOUNDATION_ARCHS
-
-ARCH_SETTINGS: Dict[str, dict] = {
-    # DeiT-Ti / S / B and ViT-L (AugReg): width, depth, heads
-    'tiny': dict(embed_dim=192, depth=12, num_heads=3),
-    'small': dict(embed_dim=384, depth=12, num_heads=6),
-    'base': dict(embed_dim=768, depth=12, num_heads=12),
-    'large': dict(embed_dim=1024, depth=24, num_heads=16),
-    **FOUNDATION_ARCHS,  # DINOv2, DINOv3, EVA-02: tokens, block and PE too
-}
-# What an arch leaves unset (the DeiT/ViT values).
-ARCH_DEFAULTS = dict(patch_size=16, pretrain_size=224, class_token=False, num_register_tokens=0,
-                     mlp_ratio=4., qkv_bias=True, layer_scale_init_value=None, norm_eps=1e-6,
-                     mlp_layer='mlp', mlp_norm=False, mlp_align=0, pos_embed=None,
-                     final_norm=True)
-
-
-def resolve_arch(arch: Union[str, dict], overrides: dict) -> dict:
-    """An ARCH_SETTINGS preset (or a dict with at least embed_dim, depth and
-    num_heads) over :data:`ARCH_DEFAULTS`, with the non-None overrides applied; a
-    ``pos_embed`` of the arch's own scheme is applied over the arch's options."""
-    if not isinstance(arch, (str, dict)):
-        raise TypeError(f'arch={arch!r} must be one of {sorted(ARCH_SETTINGS)} or a dict '
-                        'with embed_dim, depth, num_heads')
-    if isinstance(arch, str):
-        if arch not in ARCH_SETTINGS:
-            raise ValueError(f'unknown arch {arch!r}; valid: {sorted(ARCH_SETTINGS)} '
-                             'or a dict with embed_dim, depth, num_heads')
-        settings = dict(ARCH_DEFAULTS, **ARCH_SETTINGS[arch])
-    else:
-        missing = {'embed_dim', 'depth', 'num_heads'} - set(arch)
-        unknown = set(arch) - {'embed_dim', 'depth', 'num_heads'} - set(ARCH_DEFAULTS)
-        if missing or unknown:
-            raise ValueError(f'arch dict lacks {sorted(missing)} / has unknown keys '
-                             f'{sorted(unknown)}; valid keys: embed_dim, depth, num_heads, '
-                             f'{", ".join(ARCH_DEFAULTS)}')
-        settings = dict(ARCH_DEFAULTS, **arch)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    arch_pe, pe = settings['pos_embed'], overrides.get('pos_embed')
-    if (isinstance(arch_pe, dict) and isinstance(pe, dict)
-            and pe.get('type') == arch_pe.get('type')):
-        # the same scheme keeps the arch's layout (a reg4 table without a class slot)
-        # and resizing options unless they are given
-        overrides['pos_embed'] = dict(arch_pe, **pe)
-    settings.update(overrides)
-    return settings
-
 
 # Source keys that only classification models have.
 CLASSIFIER_KEYS = re.compile(r'^(head|head_dist|fc_norm|pre_logits|dist_token)(\.|$)')
@@ -98,7 +54,12 @@ def _init_linear_and_norm(m: nn.Module) -> None:
 
 @MODELS.register_module()
 class PEViT(ForeignWeights, BaseModule):
-    """Vision transformer with a pluggable positional encoding.
+    """Headless vision transformer with a pluggable positional encoding.
+
+    Called on an image it returns the patch tokens after the blocks
+    ``out_indices`` as (B, D, H/patch, W/patch) maps, as mmpretrain's ViT; the
+    stages (``embed``, ``forward_blocks``, ``finalize``, ``read_out``) are what
+    the dense protocols and the classifier build on.
 
     Args:
         arch: 'tiny' | 'small' | 'base' | 'large' (DeiT/ViT sizes), a
@@ -121,9 +82,9 @@ class PEViT(ForeignWeights, BaseModule):
             ``reg_tokens``, DINOv2 ``register_tokens``); they get no absolute
             PE, no rotation, and no pooling. Each scheme documents what prefix
             tokens get.
-        global_pool: 'token' (class token), 'avg' (GAP over patch tokens) or
-            '' (no pooling). Default: 'token' with a class token, else 'avg'.
-        num_classes: Size of a linear head after pooling; 0 for none.
+        out_indices: Blocks whose tokens ``forward`` returns (negative: from
+            the end); each passes through ``finalize`` (the final norm and the
+            PE's final site) when the model has a final norm.
         mlp_ratio: MLP hidden width (the gated width for SwiGLU) / embed_dim.
         qkv_bias: Bias in the qkv projections.
         drop_rate: Dropout after the PE and in the blocks.
@@ -140,6 +101,10 @@ class PEViT(ForeignWeights, BaseModule):
             prefix tokens attend to all tokens (see ``Attention``).
         window_block_indexes: Blocks that attend within windows of
             ``window_size`` when that is an int; the others attend globally.
+        window_padding: How a windowed block fills its grid up to whole
+            windows: 'qkv' zero-pads q, k and v (ViT-Adapter), 'tokens'
+            zero-pads the normed tokens before the qkv projection, so padded
+            keys and values are its biases (detectron2's ViTDet).
         with_cp: Gradient checkpointing per block.
         final_norm: Apply the final LayerNorm (and the PE's final site); EVA-02
             has none (timm's ``fc_norm`` after pooling is the classifier's).
@@ -170,8 +135,7 @@ class PEViT(ForeignWeights, BaseModule):
                  pretrain_size: Union[int, Tuple[int, int], None] = None,
                  class_token: Optional[bool] = None,
                  num_register_tokens: Optional[int] = None,
-                 global_pool: Optional[str] = None,
-                 num_classes: int = 0,
+                 out_indices: Union[int, Sequence[int]] = -1,
                  mlp_ratio: Optional[float] = None,
                  qkv_bias: Optional[bool] = None,
                  drop_rate: float = 0.,
@@ -180,6 +144,7 @@ class PEViT(ForeignWeights, BaseModule):
                  layer_scale_init_value: Optional[float] = None,
                  window_size: Union[int, Sequence[Optional[int]]] = 0,
                  window_block_indexes: Sequence[int] = (),
+                 window_padding: str = 'qkv',
                  with_cp: bool = False,
                  final_norm: Optional[bool] = None,
                  norm_eps: Optional[float] = None,
@@ -227,7 +192,6 @@ class PEViT(ForeignWeights, BaseModule):
                            ('drop_path_rate', drop_path_rate)):
             check_rate(owner, name, rate)
         check_positive(owner, 'norm_eps', norm_eps)
-        check_int(owner, 'num_classes', num_classes, minimum=0)
         if layer_scale_init_value is not None:
             check_real(owner, 'layer_scale_init_value', layer_scale_init_value)
         class_token, final_norm = (check_bool(owner, k, settings[k])
@@ -238,14 +202,11 @@ class PEViT(ForeignWeights, BaseModule):
         self.num_register_tokens = check_int(owner, 'num_register_tokens', num_register_tokens,
                                              minimum=0)
         self.num_prefix_tokens = (1 if class_token else 0) + self.num_register_tokens
-        if global_pool is None:
-            global_pool = 'token' if class_token else 'avg'
-        if global_pool not in ('token', 'avg', ''):
-            raise ValueError(f"global_pool={global_pool!r}; valid: 'token', 'avg', ''")
-        if global_pool == 'token' and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True")
-        self.global_pool = global_pool
+        self.out_indices = self._check_out_indices(out_indices)
         self.window_sizes = self._per_block_windows(window_size, window_block_indexes)
+        if window_padding not in WINDOW_PADDINGS:
+            raise ValueError(f'{owner}: window_padding={window_padding!r}; valid: '
+                             f'{WINDOW_PADDINGS}')
         self.with_cp = check_bool(owner, 'with_cp', with_cp)
 
         # dynamic_img_pad: any input size; the last row/column of patches is zero-padded.
@@ -262,27 +223,26 @@ class PEViT(ForeignWeights, BaseModule):
             pos_embed if pos_embed is not None else dict(type='LearnedPE'),
             embed_dim=self.embed_dim, num_heads=self.num_heads, depth=self.depth,
             num_prefix_tokens=self.num_prefix_tokens,
-            num_register_tokens=self.num_register_tokens, pretrain_grid=self.pretrain_grid)
+            num_register_tokens=self.num_register_tokens, pretrain_grid=self.pretrain_grid,
+            window_sizes=tuple(self.window_sizes))
         rates = torch.linspace(0, drop_path_rate, self.depth, device='cpu').tolist()
         self.blocks = nn.ModuleList([
             Block(self.embed_dim, self.num_heads, index=i, window_size=self.window_sizes[i],
                   drop_path=rates[i], layer_scale_init_value=layer_scale_init_value,
-                  norm_eps=norm_eps, drop=drop_rate, attn_drop=attn_drop_rate, **block_args)
+                  norm_eps=norm_eps, drop=drop_rate, attn_drop=attn_drop_rate,
+                  window_padding=window_padding, **block_args)
             for i in range(self.depth)])
         self.norm = nn.LayerNorm(self.embed_dim, eps=norm_eps) if final_norm else None
         if self.pe.acts_at_final_norm and self.norm is None:
             raise ValueError(f'{type(self.pe).__name__} adds a term at the final norm, which '
-                             'this model does not apply: set final_norm=True (ViTAdapter: '
-                             'vit_final_norm=True) or pick a scheme that does not act there')
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes else None
+                             'this model does not apply: set final_norm=True or pick a '
+                             'scheme that does not act there')
 
         # foreign checkpoints arriving through load_state_dict (load_from, resume)
         self._register_load_state_dict_pre_hook(self._adopt_foreign_keys)
         # the shape check runs before any subclass's forward touches the image
         self.register_forward_pre_hook(self._check_input, with_kwargs=True)
         self.blocks.apply(_init_linear_and_norm)
-        if self.head is not None:
-            _init_linear_and_norm(self.head)
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
         if self.reg_token is not None:  # as DINOv2
@@ -314,6 +274,18 @@ class PEViT(ForeignWeights, BaseModule):
                              f'{self.pretrain_grid[0]}x{self.pretrain_grid[1]} patch grid of '
                              'pretrain_size; use a window that fits the grid, or 0 (global)')
         return sizes
+
+    def _check_out_indices(self, out_indices) -> List[int]:
+        """Block indexes in 0..depth-1 (negative ones counted from the end)."""
+        owner = type(self).__name__
+        given = [out_indices] if isinstance(out_indices, int) and \
+            not isinstance(out_indices, bool) else out_indices
+        indices = check_int_list(owner, 'out_indices', given, minimum=None, allow_empty=False)
+        bad = [i for i in indices if not -self.depth <= i < self.depth]
+        if bad:
+            raise ValueError(f'{owner}: out_indices={out_indices!r}: {bad} outside the block '
+                             f'indexes {-self.depth}..{self.depth - 1}')
+        return [i % self.depth for i in indices]
 
     def _check_input(self, module, args, kwargs) -> None:
         check_image(type(self).__name__, args[0] if args else kwargs.get('img'),
@@ -462,20 +434,29 @@ class PEViT(ForeignWeights, BaseModule):
         names = {n for n, _ in self.named_parameters() if n.startswith('pe.')}
         return names | {n for n in ('cls_token', 'reg_token') if getattr(self, n) is not None}
 
+    def read_out(self, x: Tensor, state: PEState, indices: Sequence[int],
+                 start: int = 0) -> Tuple[Tensor, List[Tensor]]:
+        """Run the blocks from ``start`` through the last of ``indices`` (sorted);
+        returns the tokens after it and, for each index, the tokens after that
+        block through :meth:`finalize` (mmpretrain's ``out_indices`` read-out)."""
+        outs = []
+        for index in indices:
+            x = self.forward_blocks(x, state, start, index + 1)
+            start = index + 1
+            outs.append(self.finalize(x, state))
+        return x, outs
+
     # ---- whole-model entry points --------------------------------------------
     def forward_features(self, img: Tensor) -> Tuple[Tensor, Grid]:
         """Tokens after the final norm (B, prefix + H*W, D) and the grid."""
         x, state = self.embed(img)
         return self.finalize(self.forward_blocks(x, state), state), state.grid
 
-    def pool(self, x: Tensor) -> Tensor:
-        if self.global_pool == 'token':
-            return x[:, 0]
-        if self.global_pool == 'avg':
-            return x[:, self.num_prefix_tokens:].mean(dim=1)
-        return x
-
-    def forward(self, img: Tensor) -> Tensor:
-        """Pooled features, or logits with a head."""
-        x = self.pool(self.forward_features(img)[0])
-        return self.head(x) if self.head is not None else x
+    def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
+        """The patch tokens after each of ``out_indices`` as (B, D, H, W) maps."""
+        x, state = self.embed(img)
+        order = sorted(set(self.out_indices))
+        _, outs = self.read_out(x, state, order)
+        maps = {i: out[:, self.num_prefix_tokens:].transpose(1, 2).reshape(
+            out.shape[0], self.embed_dim, *state.grid) for i, out in zip(order, outs)}
+        return tuple(maps[i] for i in self.out_indices)
