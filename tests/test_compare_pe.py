@@ -314,3 +314,44 @@ def test_one_seed_report_says_there_is_no_interval(tmp_path):
                                    'LearnedPE', ['LearnedPE', 'NoPE'])
     assert '| NoPE | 40.00 ± – (1) |' in paths['markdown_text']
     assert f'| NoPE | -10.00 [–, –] (1) {ONE_SEED} |' in paths['markdown_text']
+
+
+PROTOCOL_CONFIG = os.path.join(REPO, 'configs/demo/fcn_sta-p8_position_demo.py')
+
+
+def test_several_configs_are_a_protocol_axis_in_one_study(tmp_path, capsys):
+    """Two configs (ViTBaseline and STA): each (protocol, scheme, seed) is one run in
+    its own dir, seed-major, named by its backbone type."""
+    load_compare_pe().main([CONFIG, PROTOCOL_CONFIG, '--schemes', *SCHEMES, '--seeds', '0', '1',
+                            '--work-dir', str(tmp_path), '--dry-run'])
+    out = capsys.readouterr().out
+    assert '8 trainings and 8 evaluations' in out
+    planned = re.findall(r'run (\d)/8 (\S+ · \S+) seed (\d)', out)[::2]  # train, then eval
+    assert [(p, int(s)) for _, p, s in planned] == [
+        (f'{protocol} · {scheme}', seed) for seed in (0, 1)
+        for protocol in ('ViTBaseline', 'STA') for scheme in SCHEMES]
+    assert re.search(r'runs/\w+/STA/LearnedPE_seed1 ', out)
+    with pytest.raises(SystemExit):
+        load_compare_pe().main([CONFIG, CONFIG, '--schemes', 'NoPE', '--seeds', '0',
+                                '--work-dir', str(tmp_path), '--dry-run'])
+    assert 'CONFIG: repeated values' in capsys.readouterr().err
+
+
+def test_a_study_of_protocols_compares_schemes_within_each_protocol(tmp_path):
+    """The paired difference is to the baseline on the same protocol, never across."""
+    runs = [dict(scheme=s, seed=seed, protocol=p, dir=f'runs/{p}/{s}{seed}',
+                 results={'64': {'mIoU': base + gain + seed}})
+            for p, base in (('ViTBaseline', 40.0), ('STA', 60.0))
+            for s, gain in (('LearnedPE', 0.0), ('NoPE', -5.0)) for seed in (0, 1)]
+    rows = pe_study.aggregate(runs, ['mIoU'], ['64'], 'LearnedPE', ['LearnedPE', 'NoPE'],
+                              ['ViTBaseline', 'STA'])
+    assert [(r['label'], r['mean'], r.get('diff_mean')) for r in rows] == [
+        ('ViTBaseline · LearnedPE', 40.5, None), ('ViTBaseline · NoPE', 35.5, -5.0),
+        ('STA · LearnedPE', 60.5, None), ('STA · NoPE', 55.5, -5.0)]
+    paths = pe_study.write_reports(str(tmp_path), runs, rows, ['mIoU'], ['64'], '64',
+                                   'LearnedPE', ['LearnedPE', 'NoPE'],
+                                   protocols=['ViTBaseline', 'STA'])
+    assert '| STA · NoPE | 55.50 ± 0.71 (2) |' in paths['markdown_text']
+    assert '| STA · NoPE | -5.00 [' in paths['markdown_text']
+    with open(paths['summary_csv']) as f:
+        assert next(csv.reader(f))[:4] == ['metric', 'test_size', 'protocol', 'scheme']

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from mmvitpe.models import PEViT, ViTAdapter
+from mmvitpe.models import STA, DINOv3Adapter, PEViT, ViTAdapter, ViTBaseline, ViTDet
 from mmvitpe.models.pos_encodings import PEState, build_pos_encoding
 from mmvitpe.registry import POS_ENCODINGS
 
@@ -35,6 +35,21 @@ def adapter(scheme='LearnedPE', **kw):
                       window_block_indexes=[0], pos_embed=dict(type=scheme), **kw)
 
 
+# the other protocols, each with its own PE (the schemes are the trunk's, traced above)
+SMALL = dict(embed_dim=32, depth=2, num_heads=2, pretrain_size=64, drop_path_rate=0.)
+PROTOCOLS = {
+    'DINOv3Adapter-RoPEDINOv3': lambda: DINOv3Adapter(
+        **dict(SMALL, depth=4), deform_num_heads=2, conv_inplane=8,
+        interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]]),
+    'ViTBaseline-LearnedPE': lambda: ViTBaseline(**SMALL, out_indices=[0, 0, 1, 1],
+                                                 window_size=2, window_block_indexes=[0]),
+    'ViTDet-ViTDetPE': lambda: ViTDet(**SMALL, preset='tiny', window_size=2,
+                                      window_block_indexes=[0], out_channels=16),
+    'STA-LearnedPE': lambda: STA(**SMALL, arch='tiny', interaction_indexes=[0, 1, 1],
+                                 conv_inplane=8),
+}
+
+
 def outputs(out):
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
@@ -51,12 +66,13 @@ def _fresh_dynamo():
 
 
 @pytest.mark.parametrize('build,size,scheme', [(vit, 32, s) for s in SCHEMES] +
-                         [(adapter, 64, s) for s in ADAPTER_SCHEMES],
+                         [(adapter, 64, s) for s in ADAPTER_SCHEMES] +
+                         [(lambda _, b=b: b(), 64, None) for b in PROTOCOLS.values()],
                          ids=[f'PEViT-{s}' for s in SCHEMES] +
-                         [f'ViTAdapter-{s}' for s in ADAPTER_SCHEMES])
+                         [f'ViTAdapter-{s}' for s in ADAPTER_SCHEMES] + list(PROTOCOLS))
 def test_every_scheme_traces_without_graph_breaks(build, size, scheme):
     """Training (with autograd) and inference under no_grad, where the schemes'
-    memos would otherwise break the graph."""
+    memos would otherwise break the graph; every protocol too."""
     model = build(scheme)
     img = torch.randn(2, 3, size, size)
     for training in (True, False):

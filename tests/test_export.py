@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 import torch
 
-from mmvitpe.models import PEViT, ViTAdapter
+from mmvitpe.models import STA, PEViT, ViTAdapter, ViTBaseline, ViTDet
 from mmvitpe.registry import POS_ENCODINGS
 
 
@@ -38,6 +38,24 @@ def test_every_scheme_exports_to_onnx_and_matches_onnxruntime(scheme):
     onnx.checker.check_model(program.model_proto)
     got, = onnxruntime_outputs(program.model_proto.SerializeToString(), img)
     torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('protocol', ['ViTBaseline', 'ViTDet', 'STA'])
+def test_the_protocols_without_deformable_attention_export_to_onnx(protocol):
+    """The dense protocols of plain ops, at a size that pads to 32 and crops back."""
+    small = dict(embed_dim=32, depth=2, num_heads=2, pretrain_size=64)
+    model = dict(ViTBaseline=lambda: ViTBaseline(**small, out_indices=[0, 0, 1, 1]),
+                 ViTDet=lambda: ViTDet(**small, window_size=2, window_block_indexes=[0],
+                                       out_channels=16),
+                 STA=lambda: STA(**small, arch='tiny', interaction_indexes=[0, 1, 1],
+                                 conv_inplane=8))[protocol]().eval()
+    img = torch.randn(1, 3, 72, 88)
+    with torch.no_grad():
+        program = torch.onnx.export(model, (img,), dynamo=True, verbose=False)
+        expected = model(img)
+    got = onnxruntime_outputs(program.model_proto.SerializeToString(), img)
+    for ours, ref in zip(got, expected, strict=True):
+        torch.testing.assert_close(torch.from_numpy(ours), ref, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize('scheme', ['RelPosBias', 'SPSA', 'RoPEMixed'])

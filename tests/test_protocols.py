@@ -1,5 +1,7 @@
 """The adapter protocols on the dense base: ViTDet and DEIMv2's STA equal to their
 official code, and every PE scheme through every protocol."""
+import os
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from mmvitpe.models.pos_encodings.rel_pos_decomposed import decomposed_terms
 from mmvitpe.registry import POS_ENCODINGS
 from mmvitpe.weights import load_pretrained
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMES = sorted(POS_ENCODINGS.module_dict)
 TRUNK = dict(embed_dim=32, depth=4, num_heads=2, pretrain_size=64)
 # each protocol at its smallest, with windows where it uses them
@@ -144,3 +147,49 @@ def test_protocols_declare_their_output_shape_and_padding():
         assert [s['stride'] for s in shape.values()] == list(OUT_STRIDES), name
         outs = model(torch.randn(1, 3, 64, 64))
         assert [o.shape[1] for o in outs] == [s['channels'] for s in shape.values()], name
+
+
+PROTOCOL_CONFIGS = ['configs/vitdet/mask-rcnn_vitdet-t_lsj-100e_coco.py',
+                    'configs/vitdet/upernet_vitdet-t_512x512_160k_ade20k.py',
+                    'configs/sta/mask-rcnn_sta-t_fpn_3x_coco.py',
+                    'configs/sta/upernet_sta-t_512x512_160k_ade20k.py']
+
+
+@pytest.mark.parametrize('path', PROTOCOL_CONFIGS, ids=lambda p: os.path.basename(p))
+def test_protocol_configs_train_one_step_at_a_tiny_size(path):
+    """The config's detector or segmentor, heads, data preprocessor and optimizer with
+    a 4-block trunk of width 32: one step gives a finite loss and moves the trunk."""
+    from mmengine.config import Config
+    from mmengine.model.utils import revert_sync_batchnorm
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from helpers import seg_batch
+    cfg = Config.fromfile(os.path.join(REPO, path))
+    cfg.model.backbone.update(embed_dim=32, depth=4, num_heads=2, init_cfg=None)
+    if cfg.model.backbone.type == 'mmvitpe.ViTDet':
+        cfg.model.backbone.update(window_size=2, window_block_indexes=[0, 2])
+    width = cfg.model.backbone.get('out_channels', 32)
+    if cfg.default_scope == 'mmdet':
+        cfg.model.data_preprocessor.batch_augments = None  # not 1024 squares here
+        if 'in_channels' in cfg.model.neck:
+            cfg.model.neck.in_channels = [width] * 4
+    else:
+        cfg.model.data_preprocessor.size = (64, 64)
+        cfg.model.decode_head.update(in_channels=[width] * 4, channels=16)
+        cfg.model.auxiliary_head.update(in_channels=width, channels=8)
+    if cfg.optim_wrapper.get('paramwise_cfg', {}).get('num_layers'):
+        cfg.optim_wrapper.paramwise_cfg.num_layers = 4
+    init_default_scope(cfg.default_scope)
+    registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
+    model = revert_sync_batchnorm(registry.build(cfg.model)).train()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    before = model.backbone.blocks[0].attn.qkv.weight.detach().clone()
+    if cfg.default_scope == 'mmdet':
+        from mmdet.testing import demo_mm_inputs
+        batch = demo_mm_inputs(2, [[3, 64, 96], [3, 80, 70]], num_classes=80, with_mask=True)
+    else:
+        batch = seg_batch(num_classes=150)
+    loss, _ = model.parse_losses(model(**model.data_preprocessor(batch, True), mode='loss'))
+    assert torch.isfinite(loss)
+    wrapper.update_params(loss)
+    assert not torch.equal(model.backbone.blocks[0].attn.qkv.weight, before)

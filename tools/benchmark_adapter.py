@@ -1,4 +1,5 @@
-"""Benchmark ViT-Adapter-T: speed per PE scheme, and against the original code.
+"""Benchmark ViT-Adapter-T: speed per PE scheme, against the original code, and
+against the other adapter protocols.
 
 Each variant (``ours:<scheme>``, and ``original`` when a checkout or mirror of
 czczup/ViT-Adapter is given) lives in its own worker process: the original
@@ -33,6 +34,18 @@ Usage:
 --compile adds ``compiled:<scheme>`` variants: ours under
 ``torch.compile(fullgraph=True)``, timed after their compile (whose time, the
 first training and inference call, is reported apart; no memory row).
+
+--protocols times the adapter protocols instead, each with its own PE, on every
+``--archs`` trunk (``<protocol>:<arch>`` variants), as ratios to the first
+protocol on the same trunk:
+
+    python tools/benchmark_adapter.py --protocols ViTAdapter DINOv3Adapter ViTDet STA \
+        ViTBaseline --archs tiny dinov3_small --memory-size 512
+
+The trunk runs its arch's PE and the protocol's defaults (ViTAdapter and ViTBaseline
+with the segmentation layout: global attention; ViTDet with its windows and
+``input_size`` the benchmark size; DINOv3Adapter frozen; STA and DINOv3Adapter with
+the arch's class and register tokens).
 """
 import argparse
 import os
@@ -87,6 +100,21 @@ def build_ours(scheme: str, layout: str, weights: str):
     if weights and scheme == 'LearnedPE':
         load_pretrained(model, torch.load(weights, weights_only=True), strict=True)
     return model
+
+
+PROTOCOL_PRESETS = {'tiny': 'tiny', 'small': 'small', 'base': 'base', 'large': 'large',
+                    'dinov3_small': 'small', 'dinov3_base': 'base', 'dinov2_small': 'small'}
+
+
+def build_protocol(protocol: str, arch: str, size: int):
+    from mmvitpe import models
+    preset = PROTOCOL_PRESETS[arch]
+    options = dict(
+        ViTAdapter=dict(preset=preset, vit_feature_mode='per_stage'),
+        DINOv3Adapter=dict(preset=preset),
+        ViTDet=dict(preset=preset, input_size=size),
+        STA={}, ViTBaseline={})[protocol]
+    return getattr(models, protocol)(arch=arch, **options)
 
 
 def current_rss_kb() -> int:
@@ -160,8 +188,10 @@ def worker(args) -> None:
         model = build_original(args.original, args.layout)
         if args.save_weights:
             torch.save(model.state_dict(), args.save_weights)
-    else:
+    elif args.variant.startswith(('ours:', 'compiled:')):
         model = build_ours(args.variant.split(':', 1)[1], args.layout, args.load_weights)
+    else:
+        model = build_protocol(*args.variant.split(':'), args.size)
     model = model.to(args.device).train()
     compile_s = 0.
     if args.variant.startswith('compiled:'):
@@ -254,12 +284,20 @@ def main() -> None:
     parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
                         help='also time torch.compile(fullgraph=True) of ours (backend '
                         'default inductor); the compile time is reported apart')
+    parser.add_argument('--protocols', nargs='+', choices=['ViTAdapter', 'DINOv3Adapter',
+                                                          'ViTDet', 'STA', 'ViTBaseline'],
+                        help='time these adapter protocols instead of PE schemes')
+    parser.add_argument('--archs', nargs='+', default=['tiny'], choices=sorted(PROTOCOL_PRESETS),
+                        help='the trunks of --protocols')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     parser.add_argument('--channel-fd', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--memory', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--save-weights', help=argparse.SUPPRESS)
     parser.add_argument('--load-weights', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.protocols and (args.original or args.breakdown or args.compile):
+        parser.error('--protocols times the protocols: without --original, --breakdown '
+                     'and --compile')
     if args.worker:
         args.variant = args.worker
         return worker(args)
@@ -267,8 +305,11 @@ def main() -> None:
     from mmengine.utils import ProgressBar
 
     from mmvitpe.utils.tables import write_csv
-    variants = ((['original'] if args.original else []) + [f'ours:{s}' for s in args.schemes]
-                + ([f'compiled:{s}' for s in args.schemes] if args.compile else []))
+    if args.protocols:
+        variants = [f'{p}:{a}' for a in args.archs for p in args.protocols]
+    else:
+        variants = ((['original'] if args.original else []) + [f'ours:{s}' for s in args.schemes]
+                    + ([f'compiled:{s}' for s in args.schemes] if args.compile else []))
     weights = os.path.join(tempfile.mkdtemp(), 'original.pth')
     workers, compile_times = {}, {}
     for v in variants:  # the original first: it writes the weights ours:LearnedPE loads
@@ -305,9 +346,14 @@ def main() -> None:
             memory[v] = measure.receive()
             measure.close()
 
-    base = variants[0]
+    # ratios to the first variant, or to the first protocol on the same trunk
+    base_of = ({v: f'{args.protocols[0]}:{v.split(":")[1]}' for v in variants} if args.protocols
+               else {v: variants[0] for v in variants})
+    base = args.protocols[0] if args.protocols else variants[0]
     med = {k: statistics.median(t) for k, t in times.items()}
-    print(f'\nViT-Adapter-T ({args.layout} layout), {device_name(args)}; speed: {args.size}x{args.size} '
+    what = (f'protocols on {", ".join(args.archs)}' if args.protocols
+            else f'ViT-Adapter-T ({args.layout} layout)')
+    print(f'\n{what}, {device_name(args)}; speed: {args.size}x{args.size} '
           f'batch {args.batch}, median of {args.repeats} interleaved repeats; memory: one '
           f'training step at {args.memory_size}x{args.memory_size} batch 1')
     print(f'| variant | fwd ms | fwd × {base} | fwd+bwd ms | fwd+bwd × {base} | '
@@ -315,6 +361,7 @@ def main() -> None:
     print('|---|---:|---:|---:|---:|---:|---:|')
     rows = []
     for v in variants:
+        base = base_of[v]
         row = dict(variant=v, fwd_ms=1e3 * med[v, 'fwd'],
                    fwd_ratio=med[v, 'fwd'] / med[base, 'fwd'],
                    train_ms=1e3 * med[v, 'train'],
@@ -335,6 +382,8 @@ def main() -> None:
 
 def results_benchmark(args) -> str:
     """The <benchmark> part of the --results-dir file name: what the table measured."""
+    if args.protocols:
+        return f'protocols-{args.size}px-batch{args.batch}'
     return (f'adapter-{args.layout}-{args.size}px-batch{args.batch}'
             + ('-breakdown' if args.breakdown else ''))
 

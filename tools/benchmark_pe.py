@@ -38,7 +38,7 @@ DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 def run_model(model, img, backward: bool, device: str, dtype: torch.dtype) -> None:
     with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
         if backward:
-            model(img).float().sum().backward()
+            model(img)[0].float().sum().backward()
         else:
             with torch.no_grad():
                 model(img)

@@ -1,12 +1,18 @@
-"""Compare positional-encoding schemes over seeds and test sizes.
+"""Compare positional-encoding schemes over seeds, test sizes and adapter protocols.
 
-    python tools/compare_pe.py CONFIG --schemes NoPE LearnedPE MPVG RoPEMixed \\
+    python tools/compare_pe.py CONFIG [CONFIG ...] --schemes NoPE LearnedPE MPVG RoPEMixed \\
         --seeds 0 1 2 [--baseline LearnedPE] [--test-sizes 512 768 1024] [--metrics mIoU]
         [--launcher none|pytorch|slurm] [--gpus N] [--partition P] [--work-dir DIR]
         [--cfg-options k=v ...] [--allow-config-change] [--dry-run]
     python tools/compare_pe.py --collect DIR [DIR ...] --work-dir OUT [--test-sizes ...]
 
-Each (scheme, seed) is one run of tools/train.py with
+Several CONFIGs (one per adapter protocol, e.g. a ViTAdapter and a ViTDet config
+of one task) make a study of schemes x protocols x seeds: each config is a
+protocol, named by its backbone type (or its file name where two share one), every
+scheme and seed runs on each, and the report compares the schemes within each
+protocol and shows both factors.
+
+Each (protocol, scheme, seed) is one run of tools/train.py with
 ``--cfg-options model.backbone.pos_embed.type=<scheme> randomness.seed=<seed>``
 (plus your --cfg-options): with ``--launcher none`` in this process one after
 another, with ``pytorch`` as tools/dist_train.sh (torchrun, --gpus processes),
@@ -67,7 +73,9 @@ SEED_KEY = 'randomness.seed'
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', nargs='?', help='the config to train once per scheme and seed')
+    parser.add_argument('configs', nargs='*', metavar='CONFIG',
+                        help='the config to train once per scheme and seed; several: one per '
+                        'protocol')
     parser.add_argument('--schemes', nargs='+', help='PE type names (pos_embed.type)')
     parser.add_argument('--seeds', nargs='+', type=int, help='randomness.seed values')
     parser.add_argument('--baseline', help='scheme the others are compared with '
@@ -91,18 +99,18 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
 
     if args.collect:
-        if args.config or args.seeds:
+        if args.configs or args.seeds:
             parser.error('--collect takes work dirs, not CONFIG or --seeds')
         if not args.work_dir:
             parser.error('--collect needs --work-dir for the report')
-    elif not (args.config and args.schemes and args.seeds):
+    elif not (args.configs and args.schemes and args.seeds):
         parser.error('CONFIG, --schemes and --seeds are required (or --collect DIR...)')
     valid = sorted(POS_ENCODINGS.module_dict)
     for name in args.schemes or []:
         if name not in valid:
             parser.error(f'--schemes: unknown positional encoding {name!r}; valid: {valid}')
     for flag, values in (('--schemes', args.schemes), ('--seeds', args.seeds),
-                         ('--test-sizes', args.test_sizes)):
+                         ('--test-sizes', args.test_sizes), ('CONFIG', args.configs)):
         if values and len(set(values)) != len(values):
             parser.error(f'{flag}: repeated values in {values}')
     for seed in args.seeds or []:
@@ -175,8 +183,8 @@ class Launcher:
         subprocess.run(cmd, check=True, env=env)
 
 
-def base_config(args):
-    cfg = Config.fromfile(args.config)
+def base_config(args, path):
+    cfg = Config.fromfile(path)
     if args.cfg_options:
         options = parse_cfg_options(args.cfg_options)
         check_cfg_options(cfg, options)  # as tools/train.py will, before any run starts
@@ -219,19 +227,41 @@ def refuse_or_record_change(args, study_dir, manifest, digest, material) -> None
     print(f'[compare_pe] config changed ({shown}): new runs go to runs/{digest}/', flush=True)
 
 
+def protocol_labels(configs) -> dict:
+    """{config path: protocol label}: the backbone type, or the file name where two
+    configs share one; '' for a study of one config."""
+    if len(configs) == 1:
+        return {configs[0]: ''}
+    types = {path: cfg.model.backbone.type.split('.')[-1] for path, cfg in configs.items()}
+    return {path: (kind if list(types.values()).count(kind) == 1
+                   else osp.splitext(osp.basename(path))[0])
+            for path, kind in types.items()}
+
+
 def prepare_study(args, study_dir: str):
-    """Load or create the manifest; returns (study_dir, manifest, runs, cfg)."""
-    cfg = base_config(args)
-    task_of(cfg)
-    study.scheme_of(cfg)
-    if args.test_sizes:
-        study.test_resize(cfg)
-    material = study.config_material(cfg)
+    """Load or create the manifest; returns (study_dir, manifest, runs, cfg), cfg the
+    first config's."""
+    configs = {path: base_config(args, path) for path in args.configs}
+    tasks = {path: task_of(cfg) for path, cfg in configs.items()}
+    if len(set(tasks.values())) > 1:
+        raise SystemExit(f'compare_pe: the configs are of different tasks ({tasks}); '
+                         'protocols are compared on one task')
+    labels = protocol_labels(configs)
+    materials = {}
+    for path, cfg in configs.items():
+        study.scheme_of(cfg)
+        if args.test_sizes:
+            study.test_resize(cfg)
+        materials[labels[path]] = study.config_material(cfg)
+    # one config: its material as it is (the studies made before protocols continue)
+    material = dict(materials['']) if '' in materials else materials
     material['_launch'] = dict(launcher=args.launcher, gpus=args.gpus)
     digest = study.material_hash(material)
+    cfg = next(iter(configs.values()))
     manifest = study.load_manifest(study_dir)
     if manifest is None:
-        manifest = dict(config=osp.abspath(args.config), config_hash=digest,
+        paths = [osp.abspath(p) for p in args.configs]
+        manifest = dict(config=paths[0] if len(paths) == 1 else paths, config_hash=digest,
                         cfg_options=args.cfg_options, task=cfg.default_scope,
                         created=study.now(), runs={})
     else:
@@ -240,14 +270,17 @@ def prepare_study(args, study_dir: str):
         study.save_material(study_dir, material)
     runs = []
     for seed in args.seeds:  # seed-major: complete pairs come first
-        for scheme in args.schemes:
-            rid = study.run_id(digest, scheme, seed)
-            manifest['runs'].setdefault(rid, study.new_run(digest, scheme, seed))
-            run = manifest['runs'][rid]
-            run['name'] = f'{scheme}_seed{seed}_{digest[:6]}'
-            run['config'] = osp.abspath(args.config)
-            run['options'] = run_options(args, scheme, seed)
-            runs.append(run)
+        for path in args.configs:
+            protocol = labels[path]
+            for scheme in args.schemes:
+                rid = study.run_id(digest, scheme, seed, protocol)
+                manifest['runs'].setdefault(rid, study.new_run(digest, scheme, seed, protocol))
+                run = manifest['runs'][rid]
+                run['name'] = '_'.join(filter(None, [protocol, scheme, f'seed{seed}',
+                                                     digest[:6]]))
+                run['config'] = osp.abspath(path)
+                run['options'] = run_options(args, scheme, seed)
+                runs.append(run)
     return study_dir, manifest, runs, cfg
 
 
@@ -330,13 +363,15 @@ class Progress:
         else:
             rest = 'remaining ~' + study.format_seconds(
                 trains_left * _mean(self.train) + evals_left * _mean(self.eval))
-        return (f'[compare_pe] run {k}/{n} {run["scheme"]} seed {run["seed"]}: {what} | '
+        return (f'[compare_pe] run {k}/{n} {study.run_label(run)} seed {run["seed"]}: {what} | '
                 f'elapsed {study.format_seconds(elapsed)} | {rest}')
 
 
 def execute(args, study_dir, manifest, runs, cfg, sizes, train_label):
     launcher = Launcher(args)
-    overrides = {size: study.resize_option(cfg, int(size)) for size in sizes if size != train_label}
+    test_cfgs = {path: base_config(args, path) for path in {r['config'] for r in runs}}
+    overrides = {(path, size): study.resize_option(test_cfg, int(size))
+                 for path, test_cfg in test_cfgs.items() for size in sizes if size != train_label}
 
     def run_dir(run):
         return run['dir'] if osp.isabs(run['dir']) else osp.join(study_dir, run['dir'])
@@ -382,7 +417,8 @@ def execute(args, study_dir, manifest, runs, cfg, sizes, train_label):
             trains_left -= 1
         for size in evals_missing(run):
             checkpoint = run.get('checkpoint') or '<checkpoint of the run above>'
-            options = (run['options'] + ([overrides[size]] if size in overrides else [])
+            resize = overrides.get((run['config'], size))
+            options = (run['options'] + ([resize] if resize else [])
                        + naming_options(cfg, f"{run['name']}_eval{size}"))
             cmd = launcher.test(run['config'], checkpoint, eval_dir(run, size), options)
             what = f'evaluating at {study.size_name(size, train_label)}'
@@ -414,15 +450,19 @@ def report(args, study_dir, manifest, runs, cfg, sizes, train_label) -> None:
         metrics = [m for m in study.DEFAULT_METRICS[manifest['task']] if m in reported]
         metrics = metrics or reported
     baseline = args.baseline or args.schemes[0]
-    rows = study.aggregate(runs, metrics, sizes, baseline, args.schemes)
+    protocols = list(dict.fromkeys(r.get('protocol', '') for r in runs))
+    rows = study.aggregate(runs, metrics, sizes, baseline, args.schemes, protocols)
     notes = ['differences are paired by seed (same seed = same data order and initial RNG '
              'state for every scheme); the interval is the 95 % Student t interval of their '
              'mean; "within seed noise" when it covers 0; n=1 gives no interval']
+    if protocols != ['']:
+        notes.append(f'protocols {", ".join(protocols)}: each scheme is compared with '
+                     f'{baseline} on the same protocol and seed')
     if manifest['task'] == 'mmseg' and cfg.model.get('test_cfg', {}).get('mode') == 'slide':
         notes.append('slide inference: the model sees crop_size windows of each resized '
                      'image; pass --cfg-options model.test_cfg.mode=whole to feed it whole')
     paths = study.write_reports(study_dir, runs, rows, metrics, sizes, train_label, baseline,
-                                args.schemes, notes)
+                                args.schemes, notes, protocols)
     manifest['report'] = dict(time=study.now(), metrics=metrics, sizes=sizes, baseline=baseline)
     study.save_manifest(study_dir, manifest)
     print('\n' + paths['markdown_text'])
@@ -434,7 +474,8 @@ def report(args, study_dir, manifest, runs, cfg, sizes, train_label) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     study_dir = osp.abspath(args.work_dir or osp.join(
-        'work_dirs', 'compare_pe', osp.splitext(osp.basename(args.config))[0]))
+        'work_dirs', 'compare_pe', '+'.join(osp.splitext(osp.basename(c))[0]
+                                            for c in args.configs)))
     with contextlib.ExitStack() as held:
         try:
             if not args.dry_run:  # a dry run only reads: the manifest is replaced atomically

@@ -153,7 +153,7 @@ def sdpa_kernels(device: str, quick: bool) -> dict:
         for name, dtype in [('fp32', torch.float32), ('bf16', torch.bfloat16)][:1 if quick else 2]:
             def step():
                 with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
-                    model(img).float().sum().backward()
+                    model(img)[0].float().sum().backward()
             kernels[f'{scheme} {name}'] = [op for op in dispatched(step)
                                            if op.startswith('aten::_scaled_dot_product')]
     return kernels

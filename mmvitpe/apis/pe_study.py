@@ -1,14 +1,15 @@
 """The state and the report of a PE comparison study (tools/compare_pe.py).
 
-A study is one config trained once per (scheme, seed). Everything it knows
+A study is one config trained once per (scheme, seed), or several configs (one
+per adapter protocol) each trained once per (scheme, seed). Everything it knows
 lives in its work dir, so that re-running the command continues it and the
 results can be re-analysed later without the tool (``load_manifest`` and
 ``aggregate`` below):
 
     <study>/study.json                 manifest: settings, config hash, runs, results
     <study>/config_<hash>.json         the config each hash stands for (to name changes)
-    <study>/runs/<hash>/<scheme>_seed<s>/        tools/train.py work dir of one run
-    <study>/runs/<hash>/<scheme>_seed<s>/eval_<size>/   tools/test.py at one test size
+    <study>/runs/<hash>/[<protocol>/]<scheme>_seed<s>/   tools/train.py work dir of one run
+    <study>/runs/<hash>/[<protocol>/]<scheme>_seed<s>/eval_<size>/   tools/test.py at one size
     <study>/results_runs.csv, summary.csv, summary.md, plots/*.png
 
 Kept apart from the launching code so the statistics (``seed_stats``) and the
@@ -132,7 +133,8 @@ _RUN_FIELDS = {'scheme': (str, 'a string', True), 'seed': (int, 'an integer', Tr
                'resumed_from': (list, 'a list', True), 'results': (dict, 'an object', True),
                'eval_seconds': (dict, 'an object', True),
                'checkpoint': ((str, type(None)), 'a string or null', False),
-               'eval_root': (str, 'a string', False)}
+               'eval_root': (str, 'a string', False),
+               'protocol': (str, 'a string', False)}
 RUN_STATUSES = ('pending', 'training', 'trained')
 
 
@@ -234,14 +236,26 @@ def load_material(study_dir: str, digest: str) -> Optional[dict]:
         return json.load(f)
 
 
-def run_id(digest: str, scheme: str, seed: int) -> str:
-    return f'{digest}/{scheme}_seed{seed}'
+def run_id(digest: str, scheme: str, seed: int, protocol: str = '') -> str:
+    return '/'.join(filter(None, [digest, protocol, f'{scheme}_seed{seed}']))
 
 
-def new_run(digest: str, scheme: str, seed: int) -> dict:
-    return dict(scheme=scheme, seed=seed, config_hash=digest,
-                dir=osp.join('runs', digest, f'{scheme}_seed{seed}'), status='pending',
-                train_seconds=0.0, resumed_from=[], results={}, eval_seconds={})
+def new_run(digest: str, scheme: str, seed: int, protocol: str = '') -> dict:
+    run = dict(scheme=scheme, seed=seed, config_hash=digest,
+               dir=osp.join('runs', digest, protocol, f'{scheme}_seed{seed}'), status='pending',
+               train_seconds=0.0, resumed_from=[], results={}, eval_seconds={})
+    if protocol:
+        run['protocol'] = protocol
+    return run
+
+
+def label(scheme: str, protocol: str = '') -> str:
+    """A scheme as the report names it: 'ViTDet · LearnedPE' in a study of protocols."""
+    return f'{protocol} · {scheme}' if protocol else scheme
+
+
+def run_label(run: dict) -> str:
+    return label(run['scheme'], run.get('protocol', ''))
 
 
 def read_test_metrics(eval_dir: str) -> Dict[str, float]:
@@ -267,29 +281,33 @@ def read_last_checkpoint(work_dir: str) -> Optional[str]:
 
 
 # ---------------------------------------------------------------- report --
-def aggregate(runs: Sequence[dict], metrics: Sequence[str],
-              sizes: Sequence[str], baseline: str, schemes: Sequence[str]) -> List[dict]:
-    """One row per (metric, test size, scheme): mean/std/n over seeds and the
-    paired difference to ``baseline`` (95 % t interval, see seed_stats)."""
+def aggregate(runs: Sequence[dict], metrics: Sequence[str], sizes: Sequence[str],
+              baseline: str, schemes: Sequence[str], protocols: Sequence[str] = ('',)
+              ) -> List[dict]:
+    """One row per (metric, test size, protocol, scheme): mean/std/n over seeds and
+    the paired difference to ``baseline`` on the same protocol (95 % t interval, see
+    seed_stats). ``protocols``: '' for a study of one config."""
     rows = []
     for metric in metrics:
         for size in sizes:
-            by_scheme = {s: {r['seed']: r['results'][size][metric] for r in runs
-                             if r['scheme'] == s and metric in r['results'].get(size, {})}
-                         for s in schemes}
-            for scheme in schemes:
-                values = by_scheme[scheme]
-                if not values:
-                    continue
-                summary = summarize(values[s] for s in sorted(values))
-                row = dict(metric=metric, test_size=size, scheme=scheme, n=summary.n,
-                           mean=summary.mean, std=summary.std,
-                           seeds=' '.join(str(s) for s in sorted(values)))
-                if scheme != baseline and set(values) & set(by_scheme[baseline]):
-                    diff = paired_difference(values, by_scheme[baseline])
-                    row.update(diff_n=diff.n, diff_mean=diff.mean, diff_low=diff.low,
-                               diff_high=diff.high, verdict=diff.verdict)
-                rows.append(row)
+            for protocol in protocols:
+                by_scheme = {s: {r['seed']: r['results'][size][metric] for r in runs
+                                 if r['scheme'] == s and r.get('protocol', '') == protocol
+                                 and metric in r['results'].get(size, {})}
+                             for s in schemes}
+                for scheme in schemes:
+                    values = by_scheme[scheme]
+                    if not values:
+                        continue
+                    summary = summarize(values[s] for s in sorted(values))
+                    row = dict(metric=metric, test_size=size, protocol=protocol, scheme=scheme,
+                               label=label(scheme, protocol), n=summary.n, mean=summary.mean,
+                               std=summary.std, seeds=' '.join(str(s) for s in sorted(values)))
+                    if scheme != baseline and set(values) & set(by_scheme[baseline]):
+                        diff = paired_difference(values, by_scheme[baseline])
+                        row.update(diff_n=diff.n, diff_mean=diff.mean, diff_low=diff.low,
+                                   diff_high=diff.high, verdict=diff.verdict)
+                    rows.append(row)
     return rows
 
 
@@ -299,25 +317,31 @@ def _fmt(x: float, digits: int = 2) -> str:
 
 def write_reports(study_dir: str, runs: Sequence[dict], rows: Sequence[dict],
                   metrics: Sequence[str], sizes: Sequence[str], train_label: str,
-                  baseline: str, schemes: Sequence[str], notes: Sequence[str] = ()) -> dict:
-    """results_runs.csv, summary.csv, summary.md and the plots; returns their paths."""
+                  baseline: str, schemes: Sequence[str], notes: Sequence[str] = (),
+                  protocols: Sequence[str] = ('',)) -> dict:
+    """results_runs.csv, summary.csv, summary.md and the plots; returns their paths.
+    A study of protocols gets a ``protocol`` column and a row per protocol and scheme."""
     paths = dict(runs_csv=osp.join(study_dir, 'results_runs.csv'),
                  summary_csv=osp.join(study_dir, 'summary.csv'),
                  markdown=osp.join(study_dir, 'summary.md'))
-    run_columns = ['scheme', 'seed', 'test_size', 'metric', 'value', 'config_hash', 'run_dir']
-    write_csv([dict(zip(run_columns, (r['scheme'], r['seed'], size, metric, value,
-                                      r.get('config_hash', ''), r['dir'])))
+    axis = ['protocol'] if list(protocols) != [''] else []
+    run_columns = axis + ['scheme', 'seed', 'test_size', 'metric', 'value', 'config_hash',
+                          'run_dir']
+    write_csv([dict(zip(run_columns, ([r.get('protocol', '')] if axis else []) + [
+                   r['scheme'], r['seed'], size, metric, value, r.get('config_hash', ''),
+                   r['dir']]))
                for r in runs for size, values in sorted(r['results'].items())
                for metric, value in sorted(values.items())], paths['runs_csv'], run_columns)
-    columns = ['metric', 'test_size', 'scheme', 'n', 'mean', 'std', 'seeds', 'diff_n',
-               'diff_mean', 'diff_low', 'diff_high', 'verdict']
+    columns = ['metric', 'test_size'] + axis + ['scheme', 'n', 'mean', 'std', 'seeds', 'diff_n',
+                                                'diff_mean', 'diff_low', 'diff_high', 'verdict']
     write_csv([{k: row.get(k, '') for k in columns} for row in rows], paths['summary_csv'],
               columns)
-    paths['markdown_text'] = markdown(rows, metrics, sizes, train_label, baseline, schemes,
+    labels = [label(s, p) for p in protocols for s in schemes]
+    paths['markdown_text'] = markdown(rows, metrics, sizes, train_label, baseline, labels,
                                       notes)
     with open(paths['markdown'], 'w') as f:
         f.write(paths['markdown_text'])
-    paths['plots'] = plot(study_dir, rows, metrics, sizes, train_label, schemes, runs)
+    paths['plots'] = plot(study_dir, rows, metrics, sizes, train_label, labels, runs)
     return paths
 
 
@@ -327,8 +351,9 @@ def size_name(size: str, train_label: str) -> str:
 
 def markdown(rows, metrics, sizes, train_label, baseline, schemes, notes=()) -> str:
     """Per metric: mean ± std (n) per scheme and test size, then the paired
-    difference to the baseline with its 95 % t interval and verdict."""
-    index = {(r['metric'], r['test_size'], r['scheme']): r for r in rows}
+    difference to the baseline with its 95 % t interval and verdict. ``schemes``
+    are the rows' labels (protocol · scheme in a study of protocols)."""
+    index = {(r['metric'], r['test_size'], r.get('label', r['scheme'])): r for r in rows}
     lines = []
     for metric in metrics:
         head = ' | '.join(size_name(s, train_label) for s in sizes)
@@ -341,7 +366,7 @@ def markdown(rows, metrics, sizes, train_label, baseline, schemes, notes=()) -> 
                 cells.append('–' if r is None else
                              f"{_fmt(r['mean'])} ± {_fmt(r['std'])} ({r['n']})")
             lines.append(f"| {scheme} | {' | '.join(cells)} |")
-        others = [s for s in schemes if s != baseline]
+        others = [s for s in schemes if s != baseline and not s.endswith(f' · {baseline}')]
         if others:
             lines += ['', f'### {metric}: paired difference to {baseline} per seed, '
                       'mean [95 % t interval] (n), verdict', '',
@@ -370,7 +395,7 @@ def plot(study_dir, rows, metrics, sizes, train_label, schemes, runs) -> List[st
 
     out = osp.join(study_dir, 'plots')
     os.makedirs(out, exist_ok=True)
-    index = {(r['metric'], r['test_size'], r['scheme']): r for r in rows}
+    index = {(r['metric'], r['test_size'], r.get('label', r['scheme'])): r for r in rows}
     paths = []
     for metric in metrics:
         safe = metric.replace('/', '_')
@@ -387,11 +412,13 @@ def plot(study_dir, rows, metrics, sizes, train_label, schemes, runs) -> List[st
                 means.append(r['mean'])
                 stds.append(0.0 if math.isnan(r['std']) else r['std'])
                 seeds = [run['results'][size][metric] for run in runs
-                         if run['scheme'] == scheme and metric in run['results'].get(size, {})]
+                         if run_label(run) == scheme and metric in run['results'].get(size, {})]
                 ax.plot([x] * len(seeds), seeds, '.', color='0.4', ms=4, zorder=3)
             ax.errorbar(xs, means, yerr=stds, fmt='o', capsize=4,
                         label=f'test size {size_name(size, train_label)}')
-        ax.set_xticks(range(len(schemes)), schemes)
+        long = any(' · ' in s for s in schemes)  # protocol · scheme
+        ax.set_xticks(range(len(schemes)), schemes, rotation=25 if long else 0,
+                      ha='right' if long else 'center')
         ax.set(ylabel=metric, title=f'{metric}: mean ± std over seeds (dots: seeds)')
         paths.append(_save(plt, fig, ax, osp.join(out, f'{safe}_by_scheme.png')))
 

@@ -10,7 +10,7 @@ its output norm (``norm1..norm4``), and is cropped back to the part covering
 the real image, so the levels stay aligned with it.
 """
 import warnings
-from contextlib import ExitStack
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -131,16 +131,19 @@ class DenseViT(PEViT):
                 if m is not None] + [p for p in (self.cls_token, self.reg_token)
                                      if p is not None]
 
-    def trunk_context(self, device_type: str) -> ExitStack:
-        """No autograd (and the autocast asked for) for a frozen trunk that nothing
-        feeds back into; nothing otherwise."""
-        stack = ExitStack()
+    def trunk_grad(self):
+        """No autograd for a frozen trunk that nothing feeds back into. (Two
+        context managers rather than one ExitStack: dynamo traces these and
+        breaks the graph at an ExitStack.)"""
         if self.freeze_vit and not self.feeds_back_into_trunk:
-            stack.enter_context(torch.no_grad())
-            if self.vit_autocast:
-                stack.enter_context(torch.autocast(device_type,
-                                                   dtype=getattr(torch, self.vit_autocast)))
-        return stack
+            return torch.no_grad()
+        return nullcontext()
+
+    def trunk_autocast(self, device_type: str):
+        """The autocast asked for (``vit_autocast``) around such a trunk."""
+        if self.vit_autocast and not self.feeds_back_into_trunk:
+            return torch.autocast(device_type, dtype=getattr(torch, self.vit_autocast))
+        return nullcontext()
 
     def train(self, mode: bool = True) -> 'DenseViT':
         super().train(mode)
@@ -153,7 +156,7 @@ class DenseViT(PEViT):
     def trunk_maps(self, img: Tensor, indices: Sequence[int]) -> Tuple[List[Tensor], PEState]:
         """The trunk's patch tokens after blocks ``indices`` (sorted), each through
         :meth:`finalize`, as (B, D, H, W) maps."""
-        with self.trunk_context(img.device.type):
+        with self.trunk_grad(), self.trunk_autocast(img.device.type):
             x, state = self.embed(img)
             _, outs = self.read_out(x, state, indices)
         if self.vit_autocast:  # back to the protocol's dtype

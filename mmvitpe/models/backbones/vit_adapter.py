@@ -216,7 +216,7 @@ class ViTAdapter(DenseViT):
         c = torch.cat([t.flatten(2).transpose(1, 2) + self.level_embed[i]
                        for i, t in enumerate((c2, c3, c4))], dim=1)
 
-        with self.trunk_context(img.device.type):
+        with self.trunk_grad(), self.trunk_autocast(img.device.type):
             x, state = self.embed(img)
         # the ViT pads to whole patches: with a patch size that does not divide 32
         # (DINOv2, EVA-02: 14) its grid spans a few pixels more than the pyramid's
@@ -232,7 +232,7 @@ class ViTAdapter(DenseViT):
             if self.inject:
                 patches = interaction.inject(x[:, prefix:], c, inject_inputs)
                 x = torch.cat([x[:, :prefix], patches], dim=1) if prefix else patches
-            with self.trunk_context(img.device.type):
+            with self.trunk_grad(), self.trunk_autocast(img.device.type):
                 x = self.forward_blocks(x, state, first, last + 1)
                 # without injectors nothing flows back into the ViT: the extractors read
                 # it as the pyramid does, after the final norm (DINOv3_Adapter reads
