@@ -243,6 +243,16 @@ def test_adapter_benchmark_reports_compiled_variants_with_their_compile_time(doc
     assert re.search(r'compiled:LearnedPE: compile time [\d.]+ s .*aot_eager', out), out
 
 
+def test_adapter_benchmark_times_protocols_as_ratios_to_the_first_on_each_trunk(tmp_path):
+    out, rows = _run_tool(['tools/benchmark_adapter.py', '--protocols', 'ViTBaseline', 'STA',
+                           '--archs', 'tiny', '--size', '64', '--batch', '1', '--repeats', '1',
+                           '--warmup', '0', '--memory-size', '64'], tmp_path)
+    assert [r['variant'] for r in rows] == ['ViTBaseline:tiny', 'STA:tiny']
+    assert float(rows[0]['train_ratio']) == float(rows[0]['memory_ratio']) == 1.0
+    assert all(float(r['train_ms']) > 0 and float(r['memory_mib']) > 0 for r in rows)
+    assert 'protocols on tiny' in out and 'fwd+bwd × ViTBaseline' in out
+
+
 def test_adapter_benchmark_breakdown_accounts_for_the_whole_step(documented_runs):
     _, rows = documented_run(documented_runs, 'tools/benchmark_adapter.py', '--breakdown')
     assert [r['part'] for r in rows] == ['spm', 'vit_blocks', 'injectors', 'extractors', 'rest',

@@ -36,7 +36,7 @@ def test_scoped_type_resolves_in_every_default_scope(scope):
     model = registry.build(TINY_VIT)
     # the PE sub-module is built inside the backbone, under the same scope
     assert type(model).__name__ == 'PEViT' and type(model.pe).__name__ == 'LaPE'
-    assert model(torch.randn(1, 3, 40, 24)).shape == (1, 32)
+    assert model(torch.randn(1, 3, 40, 24))[0].shape == (1, 32, 5, 3)  # the last block's map
 
 
 def test_names_do_not_collide_with_mmdet_or_mmseg():

@@ -227,7 +227,7 @@ def test_backbones_import_and_run_without_mmcv_compiled_ops():
         img = torch.randn(1, 3, 32, 32)
         for scheme in schemes:
             PEViT(embed_dim=32, depth=2, num_heads=2, pretrain_size=32,
-                  pos_embed=dict(type=scheme))(img).sum().backward()
+                  pos_embed=dict(type=scheme))(img)[0].sum().backward()
         model = ViTAdapter(embed_dim=32, depth=2, num_heads=2, deform_num_heads=2,
                            conv_inplane=8, pretrain_size=32, pos_embed=dict(type='MPVG'),
                            interaction_indexes=[[0, 0], [1, 1]], final_norm=True)

@@ -231,7 +231,7 @@ def protocol_labels(configs) -> dict:
     """{config path: protocol label}: the backbone type, or the file name where two
     configs share one; '' for a study of one config."""
     if len(configs) == 1:
-        return {configs[0]: ''}
+        return {path: '' for path in configs}
     types = {path: cfg.model.backbone.type.split('.')[-1] for path, cfg in configs.items()}
     return {path: (kind if list(types.values()).count(kind) == 1
                    else osp.splitext(osp.basename(path))[0])
