@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -5,6 +6,13 @@ import pytest
 import torch
 
 from helpers import REPO
+
+# Several pytest-xdist workers share the cores (scripts/run_tests.sh starts one per core):
+# a second intra-op thread in each would only contend with the other worker, as
+# one_intra_op_thread below found within one process. The tools the tests start inherit it.
+if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1:
+    torch.set_num_threads(1)
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 # A test that takes ``device`` runs once per device; each case carries the
 # device's marker, so ``pytest -m cuda`` selects the CUDA cases alone (as
