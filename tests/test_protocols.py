@@ -193,3 +193,30 @@ def test_protocol_configs_train_one_step_at_a_tiny_size(path):
     assert torch.isfinite(loss)
     wrapper.update_params(loss)
     assert not torch.equal(model.backbone.blocks[0].attn.qkv.weight, before)
+
+
+def test_mae_weights_load_strictly_into_vitdet_and_equal_the_vit_at_the_start():
+    """An MAE / DeiT-layout ViT (class token, table with its class slot, final norm,
+    timm's names) into ViTDet, strictly: as ViTDet, the class token and the final norm
+    dropped and the table's slot with them. With the class token kept and no windows,
+    the trunk's last map is the ViT's own patch tokens: the relative tables start at
+    zero."""
+    from timm.models.vision_transformer import VisionTransformer
+    mae = VisionTransformer(img_size=64, patch_size=16, embed_dim=32, depth=4, num_heads=2,
+                            num_classes=0, global_pool='token', fc_norm=False).eval()
+    state = dict(mae.state_dict())
+    model = ViTDet(**TRUNK, preset='tiny', window_size=2, window_block_indexes=[0, 2],
+                   out_channels=16).eval()
+    report = load_pretrained(model, state)
+    assert set(report.dropped) == {'cls_token', 'norm.weight', 'norm.bias'}
+    assert 'pe.members.0.table.weight' in report.resized
+    assert all(k.startswith(('pe.members.1.', 'simfp_')) for k in report.new)
+    with_class = ViTDet(**TRUNK, preset='tiny', window_size=0, window_block_indexes=[],
+                        class_token=True, out_channels=16).eval()
+    load_pretrained(with_class, state)
+    img = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        (ours,), _ = with_class.trunk_maps(img, [3])
+        tokens = mae.blocks(mae._pos_embed(mae.patch_embed(img)))[:, 1:]
+    torch.testing.assert_close(ours, tokens.transpose(1, 2).reshape(1, 32, 4, 4),
+                               rtol=0, atol=1e-5)

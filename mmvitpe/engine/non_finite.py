@@ -54,6 +54,8 @@ class NonFiniteCheckHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         loss = (outputs or {}).get('loss')
+        if isinstance(loss, torch.Tensor):  # a float of it, without autograd's warning
+            loss = loss.detach()
         if loss is not None and not math.isfinite(float(loss)):
             files = _sample_files(data_batch) if isinstance(data_batch, dict) else []
             raise NonFiniteError(

@@ -163,6 +163,20 @@ class DenseViT(PEViT):
             outs = [out.to(img.dtype) for out in outs]
         return [tokens_to_map(out[:, self.num_prefix_tokens:], state.grid) for out in outs], state
 
+    def simple_pyramid(self, branches: Sequence[nn.Module], maps: Sequence[Tensor],
+                       img: Tensor) -> List[Tensor]:
+        """Map k through branch k (x4, x2, x1, /2 of a patch-16 map) to the level of
+        stride 4..32 of the padded image ``img``. With another patch size the branches
+        give strides patch/4 .. 2*patch: those are resampled at the levels' pixels."""
+        levels = []
+        for branch, feat, stride in zip(branches, maps, OUT_STRIDES):
+            level = branch(feat)
+            padded = (img.shape[-2] // stride, img.shape[-1] // stride)
+            if level.shape[-2:] != padded:
+                level = resample_to_level(level, self.patch_size, 16, padded)
+            levels.append(level)
+        return levels
+
     def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
         image_size = tuple(img.shape[-2:])
         img = pad_to_multiple(img, self.size_divisibility)

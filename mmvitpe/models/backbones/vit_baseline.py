@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
 from mmvitpe.utils.validation import check_int_list
-from .dense import OUT_STRIDES, DenseViT, resample_to_level
+from .dense import DenseViT
 
 
 @MODELS.register_module()
@@ -56,12 +56,4 @@ class ViTBaseline(DenseViT):
 
     def pyramid(self, img: Tensor) -> List[Tensor]:
         maps, _ = self.trunk_maps(img, self.out_indices)
-        pyramid = []
-        for fpn, feat, stride in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps,
-                                     OUT_STRIDES):
-            feat = fpn(feat)
-            padded = (img.shape[-2] // stride, img.shape[-1] // stride)
-            if feat.shape[-2:] != padded:  # patch size != 16: strides patch/4 .. 2*patch
-                feat = resample_to_level(feat, self.patch_size, 16, padded)
-            pyramid.append(feat)
-        return pyramid
+        return self.simple_pyramid((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps, img)

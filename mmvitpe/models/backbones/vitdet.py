@@ -28,7 +28,7 @@ from mmvitpe.registry import MODELS
 from mmvitpe.utils.validation import check_int
 from ..layers import norms  # noqa: F401  (registers LN2d)
 from ..vit import resolve_arch
-from .dense import OUT_STRIDES, DenseViT, resample_to_level
+from .dense import DenseViT
 
 # detectron2's ViTDet recipes (projects/ViTDet/configs/COCO): window 14, global
 # attention in the last block of each quarter; B's drop path for the smaller sizes
@@ -49,7 +49,8 @@ class ViTDet(DenseViT):
     Args:
         preset: 'tiny' | 'small' | 'base' | 'large' (:data:`VITDET_SETTINGS`);
             arch, drop_path_rate and window_block_indexes, each overridable.
-        window_size: Window side of the windowed blocks (ViTDet: 14).
+        window_size: Window side of the windowed blocks (ViTDet: 14; 0 with
+            ``window_block_indexes=[]``: global attention everywhere).
         input_size: Image side the global blocks' relative tables are sized for
             by default (ViTDet: 1024, a 64x64 grid at patch 16).
         out_channels: Channels of every level (ViTDet: 256).
@@ -80,7 +81,7 @@ class ViTDet(DenseViT):
             pos_embed = dict(type='ViTDetPE', RelPosDecomposed=dict(global_grid=(grid, grid)))
         super().__init__(
             pos_embed=pos_embed, out_channels=out_channels,
-            window_size=check_int('ViTDet', 'window_size', window_size),
+            window_size=check_int('ViTDet', 'window_size', window_size, minimum=0),
             window_block_indexes=(settings['window_block_indexes'] if window_block_indexes is None
                                   else window_block_indexes), **kwargs)
         dim, half, quarter = self.embed_dim, self.embed_dim // 2, self.embed_dim // 4
@@ -102,15 +103,8 @@ class ViTDet(DenseViT):
 
     def pyramid(self, img: Tensor) -> List[Tensor]:
         (feat,), _ = self.trunk_maps(img, [self.depth - 1])
-        levels = []
-        for branch, stride in zip((self.simfp_2, self.simfp_3, self.simfp_4, self.simfp_5),
-                                  OUT_STRIDES):
-            level = branch(feat)
-            padded = (img.shape[-2] // stride, img.shape[-1] // stride)
-            if level.shape[-2:] != padded:  # patch size != 16: strides patch/4 .. 2*patch
-                level = resample_to_level(level, self.patch_size, 16, padded)
-            levels.append(level)
-        return levels
+        return self.simple_pyramid((self.simfp_2, self.simfp_3, self.simfp_4, self.simfp_5),
+                                   [feat] * 4, img)
 
 
 @MODELS.register_module()
