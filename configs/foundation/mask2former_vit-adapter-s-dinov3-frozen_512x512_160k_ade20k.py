@@ -11,6 +11,7 @@ model = dict(
     backbone=dict(
         _delete_=True, type='mmvitpe.DINOv3Adapter', preset='small',
         arch='dinov3_small', pos_embed=dict(type='RoPEDINOv3'), qkv_bias=True,
+        class_token=True, num_register_tokens=4,
         vit_autocast='bfloat16', with_cp=True,
         norm_cfg=dict(type='SyncBN'),
         # dinov3_vits16_pretrain_lvd1689m-08c60483.pth (see the UperNet -s- config)

@@ -13,6 +13,7 @@ model = dict(
         # loading), whether the released values are zero or not
         type='mmvitpe.DINOv3Adapter',
         arch='dinov3_small', pos_embed=dict(type='RoPEDINOv3'), qkv_bias=True,
+        class_token=True, num_register_tokens=4,
         vit_autocast='bfloat16', with_cp=True,
         # dinov3_vits16_pretrain_lvd1689m-08c60483.pth, from the link DINOv3's
         # access form sends (github.com/facebookresearch/dinov3#pretrained-models)
