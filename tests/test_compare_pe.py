@@ -355,3 +355,19 @@ def test_a_study_of_protocols_compares_schemes_within_each_protocol(tmp_path):
     assert '| STA · NoPE | -5.00 [' in paths['markdown_text']
     with open(paths['summary_csv']) as f:
         assert next(csv.reader(f))[:4] == ['metric', 'test_size', 'protocol', 'scheme']
+
+
+def test_protocols_that_cannot_be_told_apart_or_test_at_other_sizes_are_refused(tmp_path):
+    """Two paths of one file would share their runs; configs testing at different
+    sizes would be reported at one."""
+    other_size = tmp_path / 'other_size.py'
+    other_size.write_text(f"_base_ = '{PROTOCOL_CONFIG}'\n"
+                          "test_pipeline = [dict(type='LoadImageFromFile'), "
+                          "dict(type='Resize', scale=(96, 96), keep_ratio=True), "
+                          "dict(type='LoadAnnotations', reduce_zero_label=True), "
+                          "dict(type='PackSegInputs')]\n"
+                          "val_dataloader = dict(dataset=dict(pipeline=test_pipeline))\n"
+                          "test_dataloader = val_dataloader\n")
+    with pytest.raises(SystemExit, match=r"the configs test at different sizes .*: '64'.*: '96'"):
+        load_compare_pe().main([CONFIG, str(other_size), '--schemes', 'NoPE', '--seeds', '0',
+                                '--work-dir', str(tmp_path / 'study'), '--dry-run'])

@@ -220,3 +220,41 @@ def test_mae_weights_load_strictly_into_vitdet_and_equal_the_vit_at_the_start():
         tokens = mae.blocks(mae._pos_embed(mae.patch_embed(img)))[:, 1:]
     torch.testing.assert_close(ours, tokens.transpose(1, 2).reshape(1, 32, 4, 4),
                                rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('protocol', sorted(PROTOCOLS))
+def test_patch_14_levels_cover_the_image(protocol):
+    """A 14-px grid spans more than the 32-padded image: every level is still
+    ceil(H / stride) (ViTDet's max-pool keeps an odd last row, STA resamples its taps
+    at the levels' pixels)."""
+    model = PROTOCOLS[protocol](patch_size=14).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 256, 288))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(-(-256 // s), -(-288 // s))
+                                                  for s in OUT_STRIDES]
+
+
+def test_vitdet_sizes_its_global_relative_tables_for_its_input_size():
+    """input_size sizes the global blocks' tables whichever way the PE is given (the
+    model's input grid is PE context), and a bad one names itself."""
+    lengths = []
+    for pos_embed in (None, dict(type='ViTDetPE'), dict(type='RelPosDecomposed')):
+        model = ViTDet(**TRUNK, preset='tiny', window_size=2, window_block_indexes=[0],
+                       input_size=512, pos_embed=pos_embed)
+        tables = {k: v.shape[0] for k, v in model.pe.state_dict().items() if 'tables_h' in k}
+        lengths.append(sorted(set(tables.values())))
+    assert lengths == [[3, 63]] * 3  # windows of 2; 512 / 16 = 32 -> 2 * 32 - 1
+    with pytest.raises(ValueError, match=r'ViTDet: input_size=\(8, 8\) with patch_size=16'):
+        ViTDet(**TRUNK, preset='tiny', window_size=2, window_block_indexes=[0], input_size=8)
+
+
+def test_arguments_a_protocol_does_not_use_are_refused():
+    with pytest.raises(TypeError, match=r"ViTDet reads the blocks its protocol defines; "
+                                        r"out_indices is PEViT's read-out"):
+        PROTOCOLS['ViTDet'](out_indices=[3])
+    with pytest.raises(TypeError, match=r"ViTBaseline: out_channels=16: its levels have the "
+                                        r"trunk's width"):
+        PROTOCOLS['ViTBaseline'](out_channels=16)
+    with pytest.warns(FutureWarning, match='vit_final_norm is deprecated'):
+        sta = PROTOCOLS['STA'](vit_final_norm=False)  # STA's default does not clash with it
+    assert sta.norm is None

@@ -109,8 +109,9 @@ def parse_args(argv=None):
     for name in args.schemes or []:
         if name not in valid:
             parser.error(f'--schemes: unknown positional encoding {name!r}; valid: {valid}')
+    configs = [osp.abspath(c) for c in args.configs]
     for flag, values in (('--schemes', args.schemes), ('--seeds', args.seeds),
-                         ('--test-sizes', args.test_sizes), ('CONFIG', args.configs)):
+                         ('--test-sizes', args.test_sizes), ('CONFIG', configs)):
         if values and len(set(values)) != len(values):
             parser.error(f'{flag}: repeated values in {values}')
     for seed in args.seeds or []:
@@ -233,9 +234,13 @@ def protocol_labels(configs) -> dict:
     if len(configs) == 1:
         return {path: '' for path in configs}
     types = {path: cfg.model.backbone.type.split('.')[-1] for path, cfg in configs.items()}
-    return {path: (kind if list(types.values()).count(kind) == 1
-                   else osp.splitext(osp.basename(path))[0])
-            for path, kind in types.items()}
+    labels = {path: (kind if list(types.values()).count(kind) == 1
+                     else osp.splitext(osp.basename(path))[0])
+              for path, kind in types.items()}
+    if len(set(labels.values())) != len(labels):
+        raise SystemExit(f'compare_pe: the configs {sorted(configs)} share a backbone type and '
+                         'a file name, so their runs could not be told apart; rename one')
+    return labels
 
 
 def prepare_study(args, study_dir: str):
@@ -246,6 +251,11 @@ def prepare_study(args, study_dir: str):
     if len(set(tasks.values())) > 1:
         raise SystemExit(f'compare_pe: the configs are of different tasks ({tasks}); '
                          'protocols are compared on one task')
+    sizes = {path: study.train_size_label(cfg) for path, cfg in configs.items()}
+    if len(set(sizes.values())) > 1:
+        raise SystemExit(f'compare_pe: the configs test at different sizes ({sizes}); the '
+                         'report compares protocols at one training size: give them one test '
+                         'Resize (--cfg-options) or study them apart')
     labels = protocol_labels(configs)
     materials = {}
     for path, cfg in configs.items():

@@ -5,7 +5,8 @@ _base_ = './mask-rcnn_vitdet-t_lsj-100e_coco.py'
 
 model = dict(
     backbone=dict(
-        preset='small', arch='dinov3_small', qkv_bias=True, class_token=True,
+        preset='small', arch='dinov3_small', pos_embed=dict(type='RoPEDINOv3'),
+        qkv_bias=True, class_token=True,
         num_register_tokens=4,
         # dinov3_vits16_pretrain_lvd1689m-08c60483.pth, from the link DINOv3's access
         # form sends (github.com/facebookresearch/dinov3#pretrained-models)

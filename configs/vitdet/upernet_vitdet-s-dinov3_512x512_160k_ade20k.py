@@ -4,7 +4,8 @@ _base_ = './upernet_vitdet-t_512x512_160k_ade20k.py'
 
 model = dict(
     backbone=dict(
-        preset='small', arch='dinov3_small', qkv_bias=True, class_token=True,
+        preset='small', arch='dinov3_small', pos_embed=dict(type='RoPEDINOv3'),
+        qkv_bias=True, class_token=True,
         num_register_tokens=4,
         # dinov3_vits16_pretrain_lvd1689m-08c60483.pth (see configs/foundation)
         init_cfg=dict(checkpoint='pretrained/dinov3_vits16_pretrain_lvd1689m-08c60483.pth')))

@@ -10,6 +10,7 @@ model = dict(
         _delete_=True,
         type='mmvitpe.ViTDet',
         preset='tiny',
+        pos_embed=dict(type='ViTDetPE'),
         input_size=512,
         out_channels=256,
         # https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth

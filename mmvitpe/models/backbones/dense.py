@@ -52,7 +52,8 @@ class DenseViT(PEViT):
             autocast to that dtype (DINOv3's adapter: bfloat16), its tokens cast
             back to the protocol's dtype; needs ``freeze_vit=True`` and a
             protocol that does not feed back into the trunk.
-        out_channels: Channels of every output level (default: the trunk's width).
+        out_channels: Channels of every output level, for a protocol that
+            projects its levels (ViTDet, STA; default: the trunk's width).
         **kwargs: The trunk's other arguments (see :class:`PEViT`).
             ``class_token`` and ``num_register_tokens`` default to off, also for
             a foundation arch (as the original ViT-Adapter's DINOv2 configs);
@@ -64,12 +65,21 @@ class DenseViT(PEViT):
     size_divisibility: int = OUT_STRIDES[-1]
     # False for a protocol whose pyramid ends in its own norms (ViTDet's)
     output_norms: bool = True
+    # True for a protocol that projects its levels to out_channels (ViTDet, STA); the
+    # others give the trunk's width
+    projects_channels: bool = False
 
     def __init__(self, arch: Union[str, dict] = 'tiny', pos_embed: Union[dict, list, None] = None,
                  norm_cfg: Optional[dict] = None, final_norm: Optional[bool] = None,
                  freeze_vit: bool = False, vit_autocast: Optional[str] = None,
                  out_channels: Optional[int] = None, **kwargs) -> None:
         owner = type(self).__name__
+        if 'out_indices' in kwargs:
+            raise TypeError(f'{owner} reads the blocks its protocol defines; out_indices is '
+                            "PEViT's read-out (ViTBaseline: its four levels)")
+        if out_channels is not None and not self.projects_channels:
+            raise TypeError(f'{owner}: out_channels={out_channels!r}: its levels have the '
+                            "trunk's width (embed_dim); ViTDet and STA take out_channels")
         final_norm = self._read_out_norm_flag(owner, final_norm, kwargs)
         prefix_tokens_off_by_default(kwargs)
         super().__init__(arch=arch, pos_embed=pos_embed, final_norm=final_norm, **kwargs)

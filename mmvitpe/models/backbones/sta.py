@@ -19,13 +19,12 @@ load as ``convs.k`` / ``norm<k+2>``.
 from typing import List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
 from mmvitpe.registry import MODELS
 from mmvitpe.utils.validation import check_int, check_int_list
-from .dense import DenseViT
+from .dense import OUT_STRIDES, DenseViT, resample_to_level
 
 
 def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -78,10 +77,13 @@ class STA(DenseViT):
             DEIMv2.
     """
 
+    projects_channels = True
+
     def __init__(self, interaction_indexes: Optional[Sequence[int]] = None,
                  conv_inplane: int = 16, **kwargs) -> None:
         kwargs.setdefault('arch', 'dinov3_small')
-        kwargs.setdefault('final_norm', True)
+        if 'vit_final_norm' not in kwargs:  # its former spelling sets it otherwise
+            kwargs.setdefault('final_norm', True)
         kwargs.setdefault('class_token', True)
         kwargs.setdefault('num_register_tokens', None)  # the arch's
         super().__init__(**kwargs)
@@ -109,8 +111,11 @@ class STA(DenseViT):
     def pyramid(self, img: Tensor) -> List[Tensor]:
         spm = self.sta(img)
         taps, _ = self.trunk_maps(img, self.interaction_indexes)
-        # the first tap serves strides 4 and 8, as DEIMv2's serves 8
+        # the first tap serves strides 4 and 8, as DEIMv2's serves 8; resampled at each
+        # level's pixel centres (DEIMv2's bilinear resize at patch 16, and a 14-px grid,
+        # which spans more than the padded image, stays aligned with it)
         maps = [taps[0], taps[0], taps[1], taps[2]]
-        return [conv(torch.cat([F.interpolate(vit, size=level.shape[-2:], mode='bilinear',
-                                              align_corners=False), level], dim=1))
-                for conv, vit, level in zip([self.stride4_conv, *self.convs], maps, spm)]
+        return [conv(torch.cat([resample_to_level(vit, self.patch_size, stride, level.shape),
+                                level], dim=1))
+                for conv, vit, level, stride in zip([self.stride4_conv, *self.convs], maps, spm,
+                                                    OUT_STRIDES)]

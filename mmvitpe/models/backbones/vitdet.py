@@ -51,16 +51,16 @@ class ViTDet(DenseViT):
             arch, drop_path_rate and window_block_indexes, each overridable.
         window_size: Window side of the windowed blocks (ViTDet: 14; 0 with
             ``window_block_indexes=[]``: global attention everywhere).
-        input_size: Image side the global blocks' relative tables are sized for
-            by default (ViTDet: 1024, a 64x64 grid at patch 16).
+        input_size: Image side the model is fine-tuned at, which sizes the
+            global blocks' relative tables (ViTDet: 1024, a 64x64 grid at patch 16).
         out_channels: Channels of every level (ViTDet: 256).
         **kwargs: See :class:`DenseViT` (arch, pos_embed, norm_cfg — the
             pyramid's norm, default LN2d with eps 1e-6 —, final_norm,
             freeze_vit, ...) and :class:`PEViT`. ``pos_embed`` defaults to the
-            arch's scheme, or else ViTDetPE with its global tables sized for
-            ``input_size``.
+            arch's scheme, or else ViTDetPE.
     """
     output_norms = False
+    projects_channels = True
 
     def __init__(self, preset: str = 'base', window_size: int = 14, input_size: int = 1024,
                  out_channels: int = 256, pos_embed: Union[dict, list, None] = None,
@@ -73,14 +73,10 @@ class ViTDet(DenseViT):
         kwargs.setdefault('drop_path_rate', settings['drop_path_rate'])
         kwargs.setdefault('norm_cfg', dict(type='LN2d', eps=1e-6))
         kwargs.setdefault('window_padding', 'tokens')
-        input_size = check_int('ViTDet', 'input_size', input_size)
         if pos_embed is None and resolve_arch(kwargs['arch'], {}).get('pos_embed') is None:
-            patch = resolve_arch(kwargs['arch'], dict(patch_size=kwargs.get('patch_size')))[
-                'patch_size']
-            grid = input_size // patch
-            pos_embed = dict(type='ViTDetPE', RelPosDecomposed=dict(global_grid=(grid, grid)))
+            pos_embed = dict(type='ViTDetPE')
         super().__init__(
-            pos_embed=pos_embed, out_channels=out_channels,
+            pos_embed=pos_embed, out_channels=out_channels, input_size=input_size,
             window_size=check_int('ViTDet', 'window_size', window_size, minimum=0),
             window_block_indexes=(settings['window_block_indexes'] if window_block_indexes is None
                                   else window_block_indexes), **kwargs)
@@ -92,7 +88,9 @@ class ViTDet(DenseViT):
         self.simfp_3 = nn.Sequential(nn.ConvTranspose2d(dim, half, 2, 2),
                                      *self._output_convs(half))
         self.simfp_4 = nn.Sequential(*self._output_convs(dim))
-        self.simfp_5 = nn.Sequential(nn.MaxPool2d(2, 2), *self._output_convs(dim))
+        # ceil: an odd grid (patch 14) keeps its last row and column, as ViTBaseline's
+        self.simfp_5 = nn.Sequential(nn.MaxPool2d(2, 2, ceil_mode=True),
+                                     *self._output_convs(dim))
 
     def _output_convs(self, channels: int) -> List[nn.Module]:
         """detectron2's ``Conv2d(..., bias=False, norm=...)`` pair: 1x1, then 3x3."""

@@ -41,8 +41,8 @@ def build_pos_encoding(cfg, **context) -> PositionalEncoding:
         cfg: ``dict(type=<scheme>, **scheme_args)``; or a list of such configs
             (a composite, same as ``dict(type='Compose', schemes=[...])``).
         **context: embed_dim, num_heads, depth, num_prefix_tokens,
-            num_register_tokens, pretrain_grid and window_sizes, supplied by the
-            transformer.
+            num_register_tokens, pretrain_grid, input_grid and window_sizes,
+            supplied by the transformer.
 
     Raises:
         ValueError: for an unknown type, naming the valid ones.

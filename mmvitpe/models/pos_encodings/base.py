@@ -77,6 +77,8 @@ class PositionalEncoding(ForeignWeights, BaseModule):
         init_cfg: mmengine initialisation config.
         window_sizes: Each block's attention window side (0: global), for
             schemes whose tables are sized per attention grid. Default: all global.
+        input_grid: Patch grid of the images the model is fine-tuned on (the
+            global blocks' attention grid); default the pretraining grid.
     """
 
     acts_at_final_norm: bool = False
@@ -96,7 +98,8 @@ class PositionalEncoding(ForeignWeights, BaseModule):
                  pretrain_grid: Grid = (14, 14),
                  init_cfg: Optional[dict] = None,
                  num_register_tokens: int = 0,
-                 window_sizes: Optional[Sequence[int]] = None) -> None:
+                 window_sizes: Optional[Sequence[int]] = None,
+                 input_grid: Optional[Grid] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -105,6 +108,7 @@ class PositionalEncoding(ForeignWeights, BaseModule):
         self.num_register_tokens = num_register_tokens
         self.pretrain_grid = tuple(pretrain_grid)
         self.window_sizes = tuple(window_sizes) if window_sizes is not None else (0,) * depth
+        self.input_grid = tuple(input_grid) if input_grid is not None else self.pretrain_grid
 
     # ---- the sites -------------------------------------------------------
     def prepare(self, grid: Grid, device: torch.device,

@@ -7,8 +7,8 @@ looked up for each query-key pair and multiplied with the query:
 The term depends on the query (unlike RelPosBias' table bias), so it enters
 attention through the ``query_terms`` site. Each block's tables have 2S-1 rows
 of head_dim channels for its attention grid S: the window for a windowed block,
-``global_grid`` for a global one (ViTDet: the fine-tuning input's grid, 64 at
-1024 px). Another grid gets the tables resized linearly (align_corners=False),
+``global_grid`` for a global one (default the model's ``input_size`` grid; ViTDet:
+64 at 1024 px). Another grid gets the tables resized linearly (align_corners=False),
 as detectron2's ``get_rel_pos`` does. Tables start at zero (detectron2's
 ``rel_pos_zero_init``): adding the scheme to a pretrained ViT changes nothing
 at step 0. Prefix tokens get no term, as queries or as keys.
@@ -60,7 +60,8 @@ class RelPosDecomposed(PositionalEncoding):
     Args:
         blocks: Blocks with the term (default: all).
         global_grid: (h, w) the global blocks' tables are stored for (default:
-            the pretraining grid). Windowed blocks store theirs for their window.
+            the grid of the model's ``input_size``, which defaults to its
+            pretraining size). Windowed blocks store theirs for their window.
         **kwargs: See :class:`PositionalEncoding`.
     """
 
@@ -68,7 +69,7 @@ class RelPosDecomposed(PositionalEncoding):
                  global_grid: Optional[Grid] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.blocks = sorted(self._block_set(blocks, 'blocks'))
-        self.global_grid = (tuple(self.pretrain_grid) if global_grid is None
+        self.global_grid = (tuple(self.input_grid) if global_grid is None
                             else check_size_pair('RelPosDecomposed', 'global_grid', global_grid))
         head_dim = self.embed_dim // self.num_heads
         self.tables_h, self.tables_w = (nn.ParameterDict({

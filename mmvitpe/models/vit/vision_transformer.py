@@ -77,6 +77,10 @@ class PEViT(ForeignWeights, BaseModule):
         in_channels: Image channels.
         pretrain_size: Image side the model is (pre)trained at; learned PE
             tables are stored for the grid ``pretrain_size // patch_size``.
+        input_size: Image side the model is fine-tuned at (default:
+            ``pretrain_size``); a scheme whose tables are sized for the
+            attention grid sizes its global blocks' for this grid
+            (``RelPosDecomposed``; ViTDet: 1024).
         class_token: Prepend a class token.
         num_register_tokens: Register tokens after the class token (timm
             ``reg_tokens``, DINOv2 ``register_tokens``); they get no absolute
@@ -133,6 +137,7 @@ class PEViT(ForeignWeights, BaseModule):
                  patch_size: Optional[int] = None,
                  in_channels: int = 3,
                  pretrain_size: Union[int, Tuple[int, int], None] = None,
+                 input_size: Union[int, Tuple[int, int], None] = None,
                  class_token: Optional[bool] = None,
                  num_register_tokens: Optional[int] = None,
                  out_indices: Union[int, Sequence[int]] = -1,
@@ -181,6 +186,13 @@ class PEViT(ForeignWeights, BaseModule):
         self.in_channels = check_int(owner, 'in_channels', in_channels)
         pretrain_size = check_size_pair(owner, 'pretrain_size', pretrain_size)
         self.pretrain_grid = (pretrain_size[0] // patch_size, pretrain_size[1] // patch_size)
+        input_size = (pretrain_size if input_size is None
+                      else check_size_pair(owner, 'input_size', input_size))
+        self.input_grid = (input_size[0] // patch_size, input_size[1] // patch_size)
+        if min(self.input_grid) < 1:
+            raise ValueError(f'{owner}: input_size={input_size} with patch_size={patch_size} '
+                             f'gives a {self.input_grid[0]}x{self.input_grid[1]} patch grid; '
+                             'it must be >= patch_size')
         if min(self.pretrain_grid) < 1:
             raise ValueError(f'{owner}: pretrain_size={pretrain_size} with patch_size='
                              f'{patch_size} gives a {self.pretrain_grid[0]}x'
@@ -224,7 +236,7 @@ class PEViT(ForeignWeights, BaseModule):
             embed_dim=self.embed_dim, num_heads=self.num_heads, depth=self.depth,
             num_prefix_tokens=self.num_prefix_tokens,
             num_register_tokens=self.num_register_tokens, pretrain_grid=self.pretrain_grid,
-            window_sizes=tuple(self.window_sizes))
+            input_grid=self.input_grid, window_sizes=tuple(self.window_sizes))
         rates = torch.linspace(0, drop_path_rate, self.depth, device='cpu').tolist()
         self.blocks = nn.ModuleList([
             Block(self.embed_dim, self.num_heads, index=i, window_size=self.window_sizes[i],
