@@ -186,6 +186,10 @@ class PEViT(ForeignWeights, BaseModule):
         self.in_channels = check_int(owner, 'in_channels', in_channels)
         pretrain_size = check_size_pair(owner, 'pretrain_size', pretrain_size)
         self.pretrain_grid = (pretrain_size[0] // patch_size, pretrain_size[1] // patch_size)
+        if min(self.pretrain_grid) < 1:
+            raise ValueError(f'{owner}: pretrain_size={pretrain_size} with patch_size='
+                             f'{patch_size} gives a {self.pretrain_grid[0]}x'
+                             f'{self.pretrain_grid[1]} patch grid; it must be >= patch_size')
         input_size = (pretrain_size if input_size is None
                       else check_size_pair(owner, 'input_size', input_size))
         self.input_grid = (input_size[0] // patch_size, input_size[1] // patch_size)
@@ -193,10 +197,6 @@ class PEViT(ForeignWeights, BaseModule):
             raise ValueError(f'{owner}: input_size={input_size} with patch_size={patch_size} '
                              f'gives a {self.input_grid[0]}x{self.input_grid[1]} patch grid; '
                              'it must be >= patch_size')
-        if min(self.pretrain_grid) < 1:
-            raise ValueError(f'{owner}: pretrain_size={pretrain_size} with patch_size='
-                             f'{patch_size} gives a {self.pretrain_grid[0]}x'
-                             f'{self.pretrain_grid[1]} patch grid; it must be >= patch_size')
         if int(self.embed_dim * check_positive(owner, 'mlp_ratio', mlp_ratio)) < 1:
             raise ValueError(f'{owner}: mlp_ratio={mlp_ratio} gives a zero-width MLP at '
                              f'embed_dim={self.embed_dim}')
