@@ -216,7 +216,7 @@ def test_mae_weights_load_strictly_into_vitdet_and_equal_the_vit_at_the_start():
     load_pretrained(with_class, state)
     img = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        (ours,), _ = with_class.trunk_maps(img, [3])
+        (ours,) = with_class.trunk_maps(img, [3])
         tokens = mae.blocks(mae._pos_embed(mae.patch_embed(img)))[:, 1:]
     torch.testing.assert_close(ours, tokens.transpose(1, 2).reshape(1, 32, 4, 4),
                                rtol=0, atol=1e-5)

@@ -109,9 +109,9 @@ def parse_args(argv=None):
     for name in args.schemes or []:
         if name not in valid:
             parser.error(f'--schemes: unknown positional encoding {name!r}; valid: {valid}')
-    configs = [osp.abspath(c) for c in args.configs]
+    args.configs = [osp.abspath(c) for c in args.configs]  # one spelling of each file
     for flag, values in (('--schemes', args.schemes), ('--seeds', args.seeds),
-                         ('--test-sizes', args.test_sizes), ('CONFIG', configs)):
+                         ('--test-sizes', args.test_sizes), ('CONFIG', args.configs)):
         if values and len(set(values)) != len(values):
             parser.error(f'{flag}: repeated values in {values}')
     for seed in args.seeds or []:
@@ -270,8 +270,8 @@ def prepare_study(args, study_dir: str):
     cfg = next(iter(configs.values()))
     manifest = study.load_manifest(study_dir)
     if manifest is None:
-        paths = [osp.abspath(p) for p in args.configs]
-        manifest = dict(config=paths[0] if len(paths) == 1 else paths, config_hash=digest,
+        manifest = dict(config=args.configs[0] if len(args.configs) == 1 else args.configs,
+                        config_hash=digest,
                         cfg_options=args.cfg_options, task=cfg.default_scope,
                         created=study.now(), runs={})
     else:
@@ -288,7 +288,7 @@ def prepare_study(args, study_dir: str):
                 run = manifest['runs'][rid]
                 run['name'] = '_'.join(filter(None, [protocol, scheme, f'seed{seed}',
                                                      digest[:6]]))
-                run['config'] = osp.abspath(path)
+                run['config'] = path
                 run['options'] = run_options(args, scheme, seed)
                 runs.append(run)
     return study_dir, manifest, runs, cfg

@@ -353,7 +353,7 @@ def markdown(rows, metrics, sizes, train_label, baseline, schemes, notes=()) -> 
     """Per metric: mean ± std (n) per scheme and test size, then the paired
     difference to the baseline with its 95 % t interval and verdict. ``schemes``
     are the rows' labels (protocol · scheme in a study of protocols)."""
-    index = {(r['metric'], r['test_size'], r.get('label', r['scheme'])): r for r in rows}
+    index = {(r['metric'], r['test_size'], r['label']): r for r in rows}
     lines = []
     for metric in metrics:
         head = ' | '.join(size_name(s, train_label) for s in sizes)
@@ -395,7 +395,7 @@ def plot(study_dir, rows, metrics, sizes, train_label, schemes, runs) -> List[st
 
     out = osp.join(study_dir, 'plots')
     os.makedirs(out, exist_ok=True)
-    index = {(r['metric'], r['test_size'], r.get('label', r['scheme'])): r for r in rows}
+    index = {(r['metric'], r['test_size'], r['label']): r for r in rows}
     paths = []
     for metric in metrics:
         safe = metric.replace('/', '_')

@@ -19,7 +19,6 @@ from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
 from mmvitpe.utils.validation import check_bool, check_int, check_norm_cfg
-from ..pos_encodings import PEState
 from ..vit import PEViT
 
 # strides of the four output levels, as mmdet's FPN and mmseg's UperNet expect
@@ -60,7 +59,6 @@ class DenseViT(PEViT):
             when on, the prefix tokens run through the trunk and the protocol
             uses the patch tokens.
     """
-    out_strides: Tuple[int, ...] = OUT_STRIDES
     # the image is padded to a multiple of the coarsest stride
     size_divisibility: int = OUT_STRIDES[-1]
     # False for a protocol whose pyramid ends in its own norms (ViTDet's)
@@ -117,7 +115,7 @@ class DenseViT(PEViT):
     def output_shape(self) -> Dict[str, dict]:
         """Channels and stride of each output level (detectron2's ``output_shape``)."""
         return {f'p{stride.bit_length() - 1}': dict(channels=self.out_channels, stride=stride)
-                for stride in self.out_strides}
+                for stride in OUT_STRIDES}
 
     @property
     def padding_constraints(self) -> Dict[str, int]:
@@ -163,15 +161,14 @@ class DenseViT(PEViT):
                     part.eval()
         return self
 
-    def trunk_maps(self, img: Tensor, indices: Sequence[int]) -> Tuple[List[Tensor], PEState]:
-        """The trunk's patch tokens after blocks ``indices`` (sorted), each through
-        :meth:`finalize`, as (B, D, H, W) maps."""
+    def trunk_maps(self, img: Tensor, indices: Sequence[int]) -> List[Tensor]:
+        """:meth:`read_out` under the frozen trunk's no-grad and autocast, in the
+        protocol's dtype."""
         with self.trunk_grad(), self.trunk_autocast(img.device.type):
-            x, state = self.embed(img)
-            _, outs = self.read_out(x, state, indices)
+            maps = self.read_out(img, indices)
         if self.vit_autocast:  # back to the protocol's dtype
-            outs = [out.to(img.dtype) for out in outs]
-        return [tokens_to_map(out[:, self.num_prefix_tokens:], state.grid) for out in outs], state
+            maps = [m.to(img.dtype) for m in maps]
+        return maps
 
     def simple_pyramid(self, branches: Sequence[nn.Module], maps: Sequence[Tensor],
                        img: Tensor) -> List[Tensor]:
@@ -247,11 +244,6 @@ def resample_to_level(vit_map: Tensor, patch_size: int, stride: int, shape) -> T
 def crop_to_image(feat: Tensor, image_size: Tuple[int, int], stride: int) -> Tensor:
     # ceil division in ints (a float would be a symbolic float under dynamic shapes)
     return feat[..., :-(-image_size[0] // stride), :-(-image_size[1] // stride)]
-
-
-def tokens_to_map(tokens: Tensor, grid: Tuple[int, int]) -> Tensor:
-    """(B, H*W, D) patch tokens -> (B, D, H, W), a view (channels-last strides)."""
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
 
 
 def normed_outputs(pyramid: Sequence[Tensor], norms: Sequence[nn.Module],

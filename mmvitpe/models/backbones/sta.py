@@ -110,7 +110,7 @@ class STA(DenseViT):
 
     def pyramid(self, img: Tensor) -> List[Tensor]:
         spm = self.sta(img)
-        taps, _ = self.trunk_maps(img, self.interaction_indexes)
+        taps = self.trunk_maps(img, self.interaction_indexes)
         # the first tap serves strides 4 and 8, as DEIMv2's serves 8; resampled at each
         # level's pixel centres (DEIMv2's bilinear resize at patch 16, and a 14-px grid,
         # which spans more than the padded image, stays aligned with it)

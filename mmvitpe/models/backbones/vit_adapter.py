@@ -31,8 +31,8 @@ from mmvitpe.utils.validation import (check_bool, check_int, check_int_list, che
                                       check_real)
 from ..layers.adapter_modules import DeformInputs, InteractionBlock, SpatialPriorModule
 from ..layers.deformable_attention import DeformableAttention
-from ..vit import resolve_arch
-from .dense import OUT_STRIDES, DenseViT, resample_to_level, tokens_to_map
+from ..vit import resolve_arch, tokens_to_map
+from .dense import OUT_STRIDES, DenseViT, resample_to_level
 
 # Sizes of the original configs (ref: czczup/ViT-Adapter detection and
 # segmentation configs). ``drop_path_rate`` is the detection/segmentation value.

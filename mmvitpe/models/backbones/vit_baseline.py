@@ -55,5 +55,5 @@ class ViTBaseline(DenseViT):
         self.fpn4 = nn.MaxPool2d(2, 2, ceil_mode=True)
 
     def pyramid(self, img: Tensor) -> List[Tensor]:
-        maps, _ = self.trunk_maps(img, self.out_indices)
+        maps = self.trunk_maps(img, self.out_indices)
         return self.simple_pyramid((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps, img)

@@ -100,7 +100,7 @@ class ViTDet(DenseViT):
                            norm_cfg=self.norm_cfg, act_cfg=None)]
 
     def pyramid(self, img: Tensor) -> List[Tensor]:
-        (feat,), _ = self.trunk_maps(img, [self.depth - 1])
+        (feat,) = self.trunk_maps(img, [self.depth - 1])
         return self.simple_pyramid((self.simfp_2, self.simfp_3, self.simfp_4, self.simfp_5),
                                    [feat] * 4, img)
 

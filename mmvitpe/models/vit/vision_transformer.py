@@ -446,17 +446,18 @@ class PEViT(ForeignWeights, BaseModule):
         names = {n for n, _ in self.named_parameters() if n.startswith('pe.')}
         return names | {n for n in ('cls_token', 'reg_token') if getattr(self, n) is not None}
 
-    def read_out(self, x: Tensor, state: PEState, indices: Sequence[int],
-                 start: int = 0) -> Tuple[Tensor, List[Tensor]]:
-        """Run the blocks from ``start`` through the last of ``indices`` (sorted);
-        returns the tokens after it and, for each index, the tokens after that
-        block through :meth:`finalize` (mmpretrain's ``out_indices`` read-out)."""
-        outs = []
+    def read_out(self, img: Tensor, indices: Sequence[int]) -> List[Tensor]:
+        """The patch tokens after each of blocks ``indices`` (non-decreasing), through
+        :meth:`finalize`, as (B, D, H, W) maps (mmpretrain's ``out_indices``
+        read-out); the blocks after the last of them do not run."""
+        x, state = self.embed(img)
+        maps, start = [], 0
         for index in indices:
             x = self.forward_blocks(x, state, start, index + 1)
             start = index + 1
-            outs.append(self.finalize(x, state))
-        return x, outs
+            maps.append(tokens_to_map(self.finalize(x, state)[:, self.num_prefix_tokens:],
+                                      state.grid))
+        return maps
 
     # ---- whole-model entry points --------------------------------------------
     def forward_features(self, img: Tensor) -> Tuple[Tensor, Grid]:
@@ -466,9 +467,11 @@ class PEViT(ForeignWeights, BaseModule):
 
     def forward(self, img: Tensor) -> Tuple[Tensor, ...]:
         """The patch tokens after each of ``out_indices`` as (B, D, H, W) maps."""
-        x, state = self.embed(img)
         order = sorted(set(self.out_indices))
-        _, outs = self.read_out(x, state, order)
-        maps = {i: out[:, self.num_prefix_tokens:].transpose(1, 2).reshape(
-            out.shape[0], self.embed_dim, *state.grid) for i, out in zip(order, outs)}
+        maps = dict(zip(order, self.read_out(img, order)))
         return tuple(maps[i] for i in self.out_indices)
+
+
+def tokens_to_map(tokens: Tensor, grid: Grid) -> Tensor:
+    """(B, H*W, D) patch tokens -> (B, D, H, W), a view (channels-last strides)."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
