@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..pos_encodings import Grid, PEState, PositionalEncoding
+from ..pos_encodings.base import pad_prefix
 
 
 # How a windowed block fills the grid up to whole windows: 'qkv' pads q, k and v
@@ -80,18 +81,33 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor, block: int, pe: PositionalEncoding, state: PEState) -> Tensor:
+    def forward(self, x: Tensor, block: int, pe: PositionalEncoding, state: PEState,
+                queries: int = 0, attn_mask: Optional[Tensor] = None) -> Tensor:
+        """``queries`` leading tokens are hidden from the PE: not rotated, no query
+        term, zero bias and unit gain rows and columns (see ``Block.forward``)."""
         b, n, c = x.shape
         # split, not slicing: its backward concatenates instead of zero-filling twice
         qk, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).split((2, 1), dim=2)
-        q, k = pe.rotate(qk, block, state).permute(2, 0, 3, 1, 4).unbind(0)
+        if queries:
+            qk = torch.cat([qk[:, :queries], pe.rotate(qk[:, queries:], block, state)], dim=1)
+        else:
+            qk = pe.rotate(qk, block, state)
+        q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)
         v = v.squeeze(2).transpose(1, 2)
-        num_prefix = n - state.grid[0] * state.grid[1]
+        num_prefix = n - queries - state.grid[0] * state.grid[1]
         if self.window_size:
+            if queries or attn_mask is not None:
+                raise ValueError(f'block {block} attends within windows; query tokens and '
+                                 'attention masks need a global block')
             out = self._attend_windows(q, k, v, block, pe, state, num_prefix)
         else:
             bias, gain = pe.logit_terms(block, state.grid, state, num_prefix)
-            bias = _add(bias, pe.query_terms(q, block, state.grid, state, num_prefix))
+            bias = _add(bias, pe.query_terms(q[:, :, queries:], block, state.grid, state,
+                                             num_prefix))
+            if queries:
+                bias = None if bias is None else pad_prefix(bias, queries, 0.)
+                gain = None if gain is None else pad_prefix(gain, queries, 1.)
+            bias = _add(bias, attn_mask)
             out = self._attend(q, k, v, bias, gain).transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(out))
 

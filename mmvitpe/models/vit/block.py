@@ -2,6 +2,7 @@
 from functools import partial
 from typing import Optional
 
+import torch
 from timm.layers import DropPath, LayerScale, Mlp, SwiGLU, SwiGLUPacked
 from torch import Tensor, nn
 
@@ -77,8 +78,18 @@ class Block(nn.Module):
                     if layer_scale_init_value is not None else nn.Identity())
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: Tensor, pe: PositionalEncoding, state: PEState) -> Tensor:
-        h = pe.attention_input(self.norm1(x), self.index, state)
-        x = x + self.drop_path1(self.ls1(self.attn(h, self.index, pe, state)))
+    def forward(self, x: Tensor, pe: PositionalEncoding, state: PEState, queries: int = 0,
+                attn_mask: Optional[Tensor] = None) -> Tensor:
+        """``queries``: tokens in front of the prefix tokens that the PE never sees
+        (EoMT's learned queries); ``attn_mask``: an additive (B, 1, N, N) term on
+        the attention logits (EoMT's masked attention), global blocks only."""
+        h = self.norm1(x)
+        if queries:
+            h = torch.cat([h[:, :queries], pe.attention_input(h[:, queries:], self.index, state)],
+                          dim=1)
+        else:
+            h = pe.attention_input(h, self.index, state)
+        x = x + self.drop_path1(self.ls1(self.attn(h, self.index, pe, state, queries,
+                                                   attn_mask)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x

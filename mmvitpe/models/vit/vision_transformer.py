@@ -404,21 +404,35 @@ class PEViT(ForeignWeights, BaseModule):
         return self.pos_drop(self.pe.embed(x, state)), state
 
     def forward_blocks(self, x: Tensor, state: PEState, start: int = 0,
-                       end: Optional[int] = None) -> Tensor:
-        """Run blocks ``start..end-1`` with the PE's per-block sites."""
+                       end: Optional[int] = None, queries: int = 0,
+                       attn_mask: Optional[Tensor] = None) -> Tensor:
+        """Run blocks ``start..end-1`` with the PE's per-block sites.
+
+        ``queries`` tokens in front of the prefix tokens (EoMT's learned queries)
+        are hidden from the PE at every site; ``attn_mask`` is an additive
+        (B, 1, N, N) logit term for these blocks (see ``Block.forward``).
+        """
         for block in self.blocks[start:end]:
             if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, self.pe, state, use_reentrant=False)
+                x = cp.checkpoint(block, x, self.pe, state, queries, attn_mask,
+                                  use_reentrant=False)
             else:
-                x = block(x, self.pe, state)
-            x = self.pe.after_block(x, block.index, state)
+                x = block(x, self.pe, state, queries, attn_mask)
+            x = self._pe_site(self.pe.after_block, x, queries, block.index, state)
         return x
 
-    def finalize(self, x: Tensor, state: PEState) -> Tensor:
+    def finalize(self, x: Tensor, state: PEState, queries: int = 0) -> Tensor:
         """Final norm and the PE's final site (identity without a final norm)."""
         if self.norm is None:
             return x
-        return self.pe.final(self.norm(x), state)
+        return self._pe_site(self.pe.final, self.norm(x), queries, state)
+
+    @staticmethod
+    def _pe_site(site, x: Tensor, queries: int, *args) -> Tensor:
+        """A token-wise PE site on all tokens but the ``queries`` leading ones."""
+        if not queries:
+            return site(x, *args)
+        return torch.cat([x[:, :queries], site(x[:, queries:], *args)], dim=1)
 
     # ---- optimisation helpers --------------------------------------------------
     def get_layer_depth(self, name: str) -> Tuple[int, int]:

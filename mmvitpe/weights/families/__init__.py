@@ -7,9 +7,9 @@ into the layout the ViT core reads (timm's names) or into a layout a family afte
 finishes. The ViT core, the spatial prior module and each PE scheme keep only their
 own names (``mmvitpe/weights/ownership.py``).
 
-Families run in registry order, each on the checkpoints it recognises: the
-transformers layouts first (into the official ones), then the detector backbones
-that wrap a ViT (DEIMv2's STA, detectron2's ViTDet), then the official DINOv2,
+Families run in registry order, each on the checkpoints it recognises: EoMT's
+wrapper first, then the transformers layouts (into the official ones), then the
+detector backbones that wrap a ViT (DEIMv2's STA, detectron2's ViTDet), then the official DINOv2,
 DINOv3, EVA-02, BEiT and SP-ViT conversions. Adding a family is its module plus a
 :func:`register_family` line; ``docs/weights.md`` lists what each reads.
 """
@@ -66,8 +66,10 @@ def convert_families(state: Dict[str, Tensor], targets: Dict[str, Tensor],
     return state, applied, dropped, origin
 
 
-# the registry's order: transformers layouts first, into the official ones; then the
-# detector backbones that wrap an official ViT layout (DEIMv2's, ViTDet's)
+# the registry's order: EoMT's wrapper first (its ViT is in timm's or transformers'
+# layout); transformers layouts, into the official ones; then the detector backbones
+# that wrap an official ViT layout (DEIMv2's, ViTDet's)
+from . import eomt  # noqa: E402,F401
 from . import hf_dinov2, hf_dinov3, hf_vit, hf_beit  # noqa: E402,F401
 from . import deimv2, vitdet  # noqa: E402,F401
 from . import dinov3, dinov2, eva, spvit  # noqa: E402,F401
