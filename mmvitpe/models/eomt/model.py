@@ -17,7 +17,7 @@ slot, no rotation, zero bias rows and columns; see ``Block.forward``), so every
 scheme and composite runs under EoMT unchanged.
 """
 import math
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,17 @@ from ..pos_encodings import PEState
 from ..vit import PEViT
 from ..vit.vision_transformer import tokens_to_map
 
-Predictions = Tuple[List[Tensor], List[Tensor]]
+
+
+class Predictions(NamedTuple):
+    """EoMT's output: per prediction (the last one last) mask logits (B, Q, h, w)
+    and class logits (B, Q, classes + 1); the input's (H, W), and the (H, W)
+    pixels the mask logits cover: the input with its last row and column of
+    patches filled up to whole patches (with zeros)."""
+    mask_logits: List[Tensor]
+    class_logits: List[Tensor]
+    image_size: Tuple[int, int]
+    padded_size: Tuple[int, int]
 
 
 def mask_probability(step: int, start: int, end: int, power: float) -> float:
@@ -63,10 +73,11 @@ class ScaleBlock(nn.Module):
 class EoMT(PEViT):
     """Learned queries in the last blocks of a ViT, with masked attention.
 
-    Called on a (normalised) image, returns ``(mask_logits, class_logits)``:
-    lists of (B, Q, H/4, W/4) and (B, Q, num_classes + 1) tensors. In training
-    (with ``masked_attn``) one per block of the last ``num_blocks`` (before it)
-    and one after the last block, which is last; in eval mode the last only.
+    Called on a (normalised) image of any size, returns :class:`Predictions`:
+    lists of (B, Q, H/4, W/4) mask and (B, Q, num_classes + 1) class logits. In
+    training (with ``masked_attn``) one per block of the last ``num_blocks``
+    (before it) and one after the last block, which is last; in eval mode the
+    last only.
     The mask logits' stride is ``patch_size / 2 ** max(1, log2(patch) - 2)``
     (4 for patch 16, 7 for patch 14).
 
@@ -203,7 +214,9 @@ class EoMT(PEViT):
                                                 float(self.attn_mask_probs[i - first]))
             x = self.forward_blocks(x, state, i, i + 1, self.num_queries, attn_mask)
         masks, classes = self._predict(x, state)
-        return mask_logits + [masks], class_logits + [classes]
+        rows, cols = state.grid
+        return Predictions(mask_logits + [masks], class_logits + [classes],
+                           tuple(img.shape[-2:]), (rows * self.patch_size, cols * self.patch_size))
 
     def _predict(self, x: Tensor, state: PEState) -> Tuple[Tensor, Tensor]:
         x = self.finalize(x, state, self.num_queries)
