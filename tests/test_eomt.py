@@ -191,3 +191,60 @@ def test_bad_settings_are_refused_where_they_enter():
         tiny().train()(torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match='step=-1 must be an int >= 0'):
         tiny().set_step(-1)
+
+
+def test_two_stage_warmup_poly_equals_the_official_schedule(golden):
+    """Heads warm up first while the ViT stays at 0, then the ViT warms up; both
+    decay as poly to the end (EoMT's TwoStageWarmupPolySchedule, 2 ViT groups and
+    1 head group)."""
+    from mmvitpe.engine import TwoStageWarmupPolyLR
+    ref = golden['lr_schedule']
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in ref['base_lrs']]
+    parts = ['vit'] * ref['num_backbone_params'] + ['head']
+    optimizer = torch.optim.AdamW([dict(params=[p], lr=lr, eomt_part=part)
+                                   for p, lr, part in zip(params, ref['base_lrs'], parts)])
+    scheduler = TwoStageWarmupPolyLR(optimizer, warmup_iters=list(ref['warmup_steps']),
+                                     power=ref['poly_power'], end=ref['total_steps'])
+    ours = []
+    for _ in range(ref['total_steps']):  # the iterations that train (0 .. end - 1)
+        ours.append([g['lr'] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    torch.testing.assert_close(torch.tensor(ours, dtype=ref['lrs'].dtype),
+                               ref['lrs'][:ref['total_steps']], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="EoMTOptimizerConstructor"):
+        TwoStageWarmupPolyLR(torch.optim.SGD(params, lr=1.), warmup_iters=[1, 1], end=10)
+    with pytest.raises(ValueError, match=r'end=3 must come after begin \+ both warmups'):
+        TwoStageWarmupPolyLR(optimizer, warmup_iters=[2, 2], end=3)
+
+
+def test_the_optimizer_groups_follow_eomts_layer_decay():
+    """Block i at decay ** (L - 1 - i), the stem as block 0, the final norm, the
+    queries and heads at the base rate; without decay of the query blocks those
+    run at the base rate too; every group tagged for the two-stage schedule."""
+    from mmengine.optim import build_optim_wrapper
+    model = torch.nn.Module()
+    model.backbone = tiny(num_blocks=2)
+    lrs = {}
+    for decay_queries in (True, False):
+        wrapper = build_optim_wrapper(model, dict(
+            optimizer=dict(type='AdamW', lr=1., weight_decay=0.05),
+            constructor='mmvitpe.EoMTOptimizerConstructor',
+            paramwise_cfg=dict(decay_rate=0.5, decay_query_blocks=decay_queries)))
+        names = [n for n, _ in model.named_parameters()]
+        assert all(g['weight_decay'] == 0.05 for g in wrapper.param_groups)
+        lrs[decay_queries] = {n: (g['lr'], g['eomt_part'])
+                              for n, g in zip(names, wrapper.param_groups)}
+    decayed = lrs[True]
+    assert decayed['backbone.blocks.0.attn.qkv.weight'] == (0.5 ** 3, 'vit')
+    assert decayed['backbone.patch_embed.proj.weight'] == (0.5 ** 3, 'vit')
+    assert decayed['backbone.blocks.2.mlp.fc1.weight'] == (0.5, 'vit')
+    assert decayed['backbone.norm.weight'] == (1., 'vit')
+    assert decayed['backbone.q.weight'] == (1., 'head')
+    assert decayed['backbone.upscale.0.conv1.weight'] == (1., 'head')
+    assert lrs[False]['backbone.blocks.2.mlp.fc1.weight'] == (1., 'vit')
+    assert lrs[False]['backbone.blocks.1.mlp.fc1.weight'] == (0.25, 'vit')
+    with pytest.raises(ValueError, match='paramwise_cfg keys'):
+        build_optim_wrapper(model, dict(optimizer=dict(type='AdamW', lr=1.),
+                                        constructor='mmvitpe.EoMTOptimizerConstructor',
+                                        paramwise_cfg=dict(decay_mult=0.)))
