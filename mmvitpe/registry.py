@@ -1,6 +1,7 @@
 """mmvitpe's registries.
 
-``MODELS``, ``OPTIM_WRAPPER_CONSTRUCTORS``, ``MODEL_WRAPPERS`` and ``HOOKS`` are children
+``MODELS``, ``OPTIM_WRAPPER_CONSTRUCTORS``, ``PARAM_SCHEDULERS``, ``MODEL_WRAPPERS`` and
+``HOOKS`` are children
 of mmengine's root registries with their own scope, so ``type='mmvitpe.ViTAdapter'``
 resolves whatever the default scope is (mmdet, mmseg, mmengine) without touching the
 global namespace that mmdet and mmseg share (see docs: registration).
@@ -14,6 +15,7 @@ from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import \
     OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmvitpe',
@@ -21,6 +23,8 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmvitpe',
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
     scope='mmvitpe', locations=['mmvitpe.engine'])
+PARAM_SCHEDULERS = Registry('parameter scheduler', parent=MMENGINE_PARAM_SCHEDULERS,
+                            scope='mmvitpe', locations=['mmvitpe.engine'])
 MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmvitpe',
                           locations=['mmvitpe.engine'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmvitpe', locations=['mmvitpe.engine'])

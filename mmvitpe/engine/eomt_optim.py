@@ -14,10 +14,9 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
-from mmengine.registry import PARAM_SCHEDULERS
 from torch import nn
 
-from mmvitpe.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmvitpe.registry import OPTIM_WRAPPER_CONSTRUCTORS, PARAM_SCHEDULERS
 from mmvitpe.utils.validation import check_bool, check_int_list, check_positive, check_real
 
 
@@ -116,8 +115,10 @@ class TwoStageWarmupPolyLR(LRSchedulerMixin, _ParamScheduler):
         head_warmup, vit_warmup = self.warmup_iters
         values = []
         for group, base in zip(self.optimizer.param_groups, self.base_values):
-            delay = 0 if group['eomt_part'] == 'head' else head_warmup
-            warmup = head_warmup if group['eomt_part'] == 'head' else vit_warmup
+            # mmengine's OptimWrapper adds one untagged group of its base settings (the
+            # logged lr): it follows the heads, at the base lr
+            head = group.get('eomt_part', 'head') == 'head'
+            delay, warmup = (0, head_warmup) if head else (head_warmup, vit_warmup)
             if step < delay:
                 values.append(0.)
             elif step < delay + warmup:
