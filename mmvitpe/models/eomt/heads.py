@@ -102,10 +102,14 @@ class EoMTSegHead(_EoMTHead):
         batch_gt_instances = seg_data_to_instance_data(self.ignore_index, batch_data_samples)
         return self._losses(x, batch_gt_instances)
 
-    def predict(self, inputs, batch_img_metas, test_cfg=None) -> Tensor:
+    def forward(self, inputs) -> Tensor:
+        """Per-pixel class scores (B, classes, H, W) at the input's size."""
         x = self._predictions(inputs)
         return torch.einsum('bqc,bqhw->bchw', x.class_logits[-1].softmax(-1)[..., :-1],
                             self._last_masks(x).sigmoid())
+
+    def predict(self, inputs, batch_img_metas, test_cfg=None) -> Tensor:
+        return self(inputs)
 
 
 @MODELS.register_module()
@@ -141,8 +145,11 @@ class EoMTInstanceHead(_EoMTHead):
                    for s in batch_data_samples]
         return self._losses(x, targets)
 
-    def predict(self, x, batch_data_samples) -> Tuple[Tensor, Tensor]:
+    def forward(self, x, batch_data_samples=None) -> Tuple[Tensor, Tensor]:
         """Class logits and mask logits at the batch's input size, what
         ``MaskFormerFusionHead.predict`` reads."""
         x = self._predictions(x)
         return x.class_logits[-1], self._last_masks(x)
+
+    def predict(self, x, batch_data_samples) -> Tuple[Tensor, Tensor]:
+        return self(x, batch_data_samples)
