@@ -35,6 +35,7 @@ queries in the last 2 blocks) for a check that the tool runs; its timings say
 nothing about the real models.
 """
 import argparse
+import logging
 import os
 import resource
 import statistics
@@ -216,6 +217,9 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     import mmvitpe  # noqa: F401  registers the backbones, heads, hooks and constructors
+    from mmengine.logging import MMLogger
+    # mmengine logs to stdout, the optimizer constructors one line per parameter
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
     if args.memory_worker:
         return memory_worker(args)
 

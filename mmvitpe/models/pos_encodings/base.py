@@ -17,6 +17,9 @@ final norm          ``y = pe.final(norm(x), state)``
 ==================  ==========================================================
 
 Every site is the identity here; a scheme overrides the one or two it acts at.
+Tokens that join in front of the prefix tokens partway through the trunk (EoMT's
+queries) are hidden from every site by the trunk (``Block.forward``), so a scheme
+sees the same prefix and patch tokens whatever runs beside them.
 A scheme also owns its weights' foreign layouts (``foreign_keys`` and
 ``convert_foreign``) and the views the analysis tools draw (``relative_maps``,
 ``frequencies``).
