@@ -248,3 +248,20 @@ def test_the_optimizer_groups_follow_eomts_layer_decay():
         build_optim_wrapper(model, dict(optimizer=dict(type='AdamW', lr=1.),
                                         constructor='mmvitpe.EoMTOptimizerConstructor',
                                         paramwise_cfg=dict(decay_mult=0.)))
+
+
+def test_inference_compiles_without_graph_breaks_and_training_compiles():
+    """EoMT's published speeds use torch.compile: inference is one graph (no mask),
+    equal to eager; training compiles around the mask, which stays outside the graph
+    as in EoMT's code."""
+    model = tiny('RoPEDINOv3').eval()
+    img = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        eager = model(img)
+        compiled = torch.compile(model, backend='aot_eager', fullgraph=True)(img)
+    torch.testing.assert_close(compiled.mask_logits[0], eager.mask_logits[0], rtol=1e-4,
+                               atol=1e-5)
+    model.train().set_step(2)
+    out = torch.compile(model, backend='aot_eager')(img)
+    sum(t.square().mean() for t in out.mask_logits).backward()
+    assert model.q.weight.grad is not None

@@ -211,7 +211,7 @@ class EoMT(PEViT):
                     class_logits.append(classes)
                 if masked:
                     attn_mask = self._attn_mask(masks, state, x.shape[1],
-                                                float(self.attn_mask_probs[i - first]))
+                                                self.attn_mask_probs[i - first])
             x = self.forward_blocks(x, state, i, i + 1, self.num_queries, attn_mask)
         masks, classes = self._predict(x, state)
         rows, cols = state.grid
@@ -225,12 +225,14 @@ class EoMT(PEViT):
         masks = torch.einsum('bqc,bchw->bqhw', self.mask_head(q), self.upscale(patches))
         return masks, self.class_head(q)
 
+    # outside torch.compile's graph (as EoMT's): the probability decides the branch
     @torch.compiler.disable
     def _attn_mask(self, mask_logits: Tensor, state: PEState, num_tokens: int,
-                   prob: float) -> Optional[Tensor]:
+                   prob) -> Optional[Tensor]:
         """Additive (B, 1, N, N) logit mask: -inf where a query may not see a patch
         token (its mask logit, bilinear at the patch grid, <= 0); each query's
         mask kept with probability ``prob`` (None when none is kept)."""
+        prob = float(prob)
         if prob <= 0:
             return None
         keep = F.interpolate(mask_logits, state.grid, mode='bilinear') > 0
