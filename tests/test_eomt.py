@@ -265,3 +265,29 @@ def test_inference_compiles_without_graph_breaks_and_training_compiles():
     out = torch.compile(model, backend='aot_eager')(img)
     sum(t.square().mean() for t in out.mask_logits).backward()
     assert model.q.weight.grad is not None
+
+
+def test_dinov2_weights_load_as_eomt_loads_them_through_timm():
+    """EoMT builds timm's DINOv2-reg4 at patch 16 and 512 px from the patch-14
+    checkpoint (timm's filter resamples the patch kernel and the 37x37 table); the
+    DINOv2 configs' trunk, loading the same file strictly, gives the same tokens."""
+    import timm
+    from timm.models.vision_transformer import checkpoint_filter_fn
+    torch.manual_seed(0)
+    released = timm.create_model('vit_small_patch14_reg4_dinov2', pretrained=False,
+                                 depth=2).state_dict()
+    theirs = timm.create_model('vit_small_patch14_reg4_dinov2', pretrained=False, depth=2,
+                               img_size=512, patch_size=16, num_classes=0).eval()
+    theirs.load_state_dict(checkpoint_filter_fn(dict(released), theirs))
+    ours = EoMT(arch='dinov2_small_reg4', depth=2, patch_size=16, pretrain_size=512,
+                pos_embed=dict(type='LearnedPE', class_slot=False, antialias=True),
+                num_classes=3, num_blocks=1, mask_annealing=dict(start_iters=[0],
+                                                                 end_iters=[1])).eval()
+    report = load_pretrained(ours, released)
+    assert sorted(report.resized) == ['patch_embed.proj.weight', 'pe.table.weight']
+    assert {k.split('.')[0] for k in report.new} == {'q', 'class_head', 'mask_head', 'upscale'}
+    img = torch.randn(1, 3, 512, 512)
+    with torch.no_grad():
+        x, state = ours.embed(img)
+        tokens = ours.finalize(ours.forward_blocks(x, state), state)
+        torch.testing.assert_close(tokens, theirs.forward_features(img), rtol=1e-4, atol=1e-4)
