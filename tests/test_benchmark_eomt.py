@@ -16,8 +16,10 @@ VARIANTS = ['EoMT', 'ViTAdapter+UperNet', 'ViTAdapter+Mask2Former']
 
 
 def run_tool(*args, timeout=300):
+    # one intra-op thread: the tiny models gain nothing from a second one, and on a busy
+    # machine its synchronisation made the run several times slower
     return subprocess.run([sys.executable, TOOL, *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS='1'))
 
 
 def test_times_inference_and_a_training_step_as_ratios_to_mask2former(tmp_path):

@@ -53,7 +53,8 @@ def test_config_loads_and_builds(path):
     assert 'mmvitpe' in cfg.custom_imports.imports  # Mask2Former's also import mmdet.models
     backbone = cfg.model.backbone
     assert backbone.type in ('mmvitpe.ViTAdapter', 'mmvitpe.DINOv3Adapter',
-                             'mmvitpe.ViTBaseline', 'mmvitpe.ViTDet', 'mmvitpe.STA')
+                             'mmvitpe.ViTBaseline', 'mmvitpe.ViTDet', 'mmvitpe.STA',
+                             'mmvitpe.EoMT')
     init_default_scope(cfg.default_scope)
     registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
     # init_cfg is honoured by init_weights(), not here; on the meta device the
@@ -66,6 +67,10 @@ def test_config_loads_and_builds(path):
     if arch is not None:  # what the config says the width is (a preset's, an arch's)
         dims = arch['embed_dim'] if isinstance(arch, dict) else ARCH_SETTINGS[arch]['embed_dim']
         assert model.backbone.embed_dim == dims
+    if backbone.type == 'mmvitpe.EoMT':  # no pyramid: the head reads its predictions
+        head = model.decode_head if cfg.default_scope == 'mmseg' else model.panoptic_head
+        assert head.num_classes == model.backbone.num_classes
+        return
     # what the neck or head takes is what the backbone declares it gives
     declared = [s['channels'] for s in model.backbone.output_shape().values()]
     if cfg.default_scope == 'mmdet':

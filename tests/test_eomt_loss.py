@@ -26,7 +26,7 @@ def golden():
 def criterion(golden):
     config = golden['config']
     return MODELS.build(dict(
-        type='MaskClassificationLoss', num_classes=config['num_labels'],
+        type='mmvitpe.MaskClassificationLoss', num_classes=config['num_labels'],
         num_points=config['num_points'], oversample_ratio=config['oversample_ratio'],
         importance_sample_ratio=config['importance_sample_ratio'],
         class_weight=config['class_coefficient'], mask_weight=config['mask_coefficient'],

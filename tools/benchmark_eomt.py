@@ -30,9 +30,9 @@ Usage (on CPU keep freed memory in the process, see docs/benchmarks.md):
         python tools/benchmark_eomt.py [--device cpu|cuda] [--size 512] [--batch 2]
         [--repeats 3] [--warmup 1] [--no-memory] [--csv out.csv] [--results-dir DIR]
 
---tiny shrinks the trunk (width 32, 4 blocks, 2 heads), the adapter and EoMT (its
-queries in the last 2 blocks) for a check that the tool runs; its timings say
-nothing about the real models.
+--tiny shrinks the trunk (width 32, 4 blocks, 2 heads), the adapter, EoMT (10
+queries in the last 2 blocks) and the heads, for a check that the tool runs; its
+timings say nothing about the real models.
 """
 import argparse
 import logging
@@ -63,7 +63,8 @@ TRUNK = dict(arch='dinov3_small', pos_embed=dict(type='RoPEDINOv3'), qkv_bias=Tr
 TINY_TRUNK = dict(embed_dim=32, depth=4, num_heads=2)
 TINY_ADAPTER = dict(deform_num_heads=2, conv_inplane=8,
                     interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]])
-TINY_EOMT_BLOCKS = 2
+TINY_EOMT_BLOCKS, TINY_QUERIES, TINY_DECODER_LAYERS = 2, 10, 3
+TINY_POINTS = 1024  # per mask, in the matching costs and the mask losses
 
 
 def load_config(variant: str, size: int, tiny: bool):
@@ -80,15 +81,23 @@ def load_config(variant: str, size: int, tiny: bool):
     if tiny:
         backbone.update(TINY_TRUNK)
         width = TINY_TRUNK['embed_dim']
+        head = cfg.model.decode_head
         if variant == 'EoMT':
-            backbone.num_blocks = TINY_EOMT_BLOCKS
+            backbone.update(num_blocks=TINY_EOMT_BLOCKS, num_queries=TINY_QUERIES)
+            annealing = backbone.mask_annealing  # one start and end per block of num_blocks
             for key in ('start_iters', 'end_iters'):
-                backbone.mask_annealing[key] = backbone.mask_annealing[key][:TINY_EOMT_BLOCKS]
+                annealing[key] = annealing[key][:TINY_EOMT_BLOCKS]
+            head.loss.num_points = TINY_POINTS
+        elif variant == 'ViTAdapter+UperNet':
+            backbone.update(TINY_ADAPTER)
+            head.update(in_channels=[width] * 4, channels=16)
+            cfg.model.auxiliary_head.update(in_channels=width, channels=8)
         else:
             backbone.update(TINY_ADAPTER)
-            cfg.model.decode_head.in_channels = [width] * 4
-            if cfg.model.get('auxiliary_head'):
-                cfg.model.auxiliary_head.in_channels = width
+            head.update(in_channels=[width] * 4, num_queries=TINY_QUERIES)
+            head.transformer_decoder.num_layers = TINY_DECODER_LAYERS
+            head.pixel_decoder.encoder.num_layers = 1
+            head.train_cfg.num_points = TINY_POINTS
     return cfg
 
 
@@ -193,7 +202,7 @@ def parse_args():
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--tiny', action='store_true',
-                        help='a tiny trunk, adapter and EoMT: checks that the tool runs')
+                        help='tiny models: checks that the tool runs')
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--csv', help='also write the table here')
     parser.add_argument('--results-dir', type=results_dir, metavar='DIR', help=RESULTS_DIR_HELP)
