@@ -158,7 +158,8 @@ SMOKE = {'tools/benchmark_pe.py': ['--size', '64', '--repeats', '1', '--warmup',
                                    '--schemes', 'SPSA', 'RelPosBias'],
          'tools/benchmark_adapter.py': ['--size', '64', '--batch', '1', '--memory-size', '64',
                                         '--repeats', '1', '--warmup', '1'],
-         'tools/benchmark_ms_deform_attn.py': ['--size', '64', '--repeats', '1', '--warmup', '0']}
+         'tools/benchmark_ms_deform_attn.py': ['--size', '64', '--repeats', '1', '--warmup', '0'],
+         'tools/benchmark_eomt.py': ['--tiny', '--size', '64', '--repeats', '1', '--warmup', '1']}
 
 
 def documented_benchmark_commands():

@@ -71,8 +71,10 @@ class EoMTOptimizerConstructor(DefaultOptimWrapperConstructor):
                     scale = rate ** (depth - 1 - block)
             elif not inner.startswith('norm.'):  # patch embedding, tokens, PE: as block 0
                 scale = rate ** (depth - 1)
-            params.append(dict(params=[param], lr=self.base_lr * scale,
-                               weight_decay=self.base_wd, eomt_part=part))
+            group = dict(params=[param], lr=self.base_lr * scale, eomt_part=part)
+            if self.base_wd is not None:  # else the optimizer's default
+                group['weight_decay'] = self.base_wd
+            params.append(group)
 
 
 @PARAM_SCHEDULERS.register_module()
