@@ -26,8 +26,9 @@ def test_the_demo_config_trains_and_tests_through_the_tools(demo_data, tmp_path)
     assert len(losses) == 12
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
     assert 'mIoU' in out.stdout + out.stderr
-    tested = run([sys.executable, 'tools/test.py', 'configs/demo/eomt-t_demo.py', str(tmp_path / 'iter_12.pth'),
-                  '--work-dir', str(tmp_path / 'test'), '--cfg-options', *options[:5],
+    tested = run([sys.executable, 'tools/test.py', 'configs/demo/eomt-t_demo.py',
+                  str(tmp_path / 'iter_12.pth'), '--work-dir', str(tmp_path / 'test'),
+                  '--cfg-options', *options[:5],
                   f'test_dataloader.dataset.data_root={ade}'])
     assert 'mIoU' in tested.stdout + tested.stderr
 
@@ -41,8 +42,10 @@ def test_compare_pe_runs_an_eomt_config_like_any_other(demo_data, tmp_path):
                'model.backbone.mask_annealing.end_iters=[2,3]',
                'param_scheduler.0.warmup_iters=[1,1]', 'param_scheduler.0.end=4',
                'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
-               'default_hooks.checkpoint.interval=4', f'train_dataloader.dataset.data_root={ade}',
-               f'val_dataloader.dataset.data_root={ade}', f'test_dataloader.dataset.data_root={ade}']
+               'default_hooks.checkpoint.interval=4',
+               f'train_dataloader.dataset.data_root={ade}',
+               f'val_dataloader.dataset.data_root={ade}',
+               f'test_dataloader.dataset.data_root={ade}']
     run([sys.executable, 'tools/compare_pe.py', 'configs/demo/eomt-t_demo.py',
          '--schemes', 'LearnedPE', 'RoPEMixed', '--seeds', '0', '--work-dir', str(tmp_path),
          '--cfg-options', *options])

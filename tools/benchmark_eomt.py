@@ -45,7 +45,8 @@ import tempfile
 
 import torch
 
-from timing import RESULTS_DIR_HELP, results_dir, timed, write_results  # tools/timing.py
+from timing import (RESULTS_DIR_HELP, check_run_args, results_dir, timed,  # tools/timing.py
+                    write_results)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPERNET = 'configs/vit_adapter/upernet_vit-adapter-s_512x512_160k_ade20k.py'
@@ -209,15 +210,7 @@ def parse_args():
     parser.add_argument('--memory-worker', choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     parser.add_argument('--memory-file', help=argparse.SUPPRESS)
     args = parser.parse_args()
-    # the adapter's and Mask2Former's pyramids go down to 1/32
-    if args.size < 32 or args.size % 32:
-        parser.error(f'--size must be a positive multiple of 32 (pyramid levels down to 1/32), '
-                     f'got {args.size}')
-    for name in ('batch', 'repeats'):
-        if getattr(args, name) < 1:
-            parser.error(f'--{name} must be at least 1, got {getattr(args, name)}')
-    if args.warmup < 0:
-        parser.error(f'--warmup must be 0 or more, got {args.warmup}')
+    check_run_args(parser, args, 'pyramid levels down to 1/32')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: torch sees no CUDA device here; valid: cpu')
     return args

@@ -22,7 +22,8 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from timing import RESULTS_DIR_HELP, results_dir, timed, write_results  # tools/timing.py
+from timing import (RESULTS_DIR_HELP, check_run_args, results_dir, timed,  # tools/timing.py
+                    write_results)
 
 
 def cases(size: int) -> Dict[str, Tuple[int, List[Tuple[int, int]]]]:
@@ -69,14 +70,7 @@ def main():
     parser.add_argument('--csv', help='also write the table here')
     parser.add_argument('--results-dir', type=results_dir, metavar='DIR', help=RESULTS_DIR_HELP)
     args = parser.parse_args()
-    if args.size < 32 or args.size % 32:
-        parser.error(f'--size must be a positive multiple of 32 (levels at 1/8, 1/16, 1/32), '
-                     f'got {args.size}')
-    for name in ('batch', 'repeats'):
-        if getattr(args, name) < 1:
-            parser.error(f'--{name} must be at least 1, got {getattr(args, name)}')
-    if args.warmup < 0:
-        parser.error(f'--warmup must be 0 or more, got {args.warmup}')
+    check_run_args(parser, args, 'levels at 1/8, 1/16, 1/32')
     from mmvitpe.utils.tables import write_csv
     heads, dim, points = 6, 32, 4
     torch.manual_seed(0)

@@ -45,6 +45,19 @@ def results_dir(value: str) -> str:
     return value
 
 
+def check_run_args(parser: argparse.ArgumentParser, args, levels: str) -> None:
+    """The arguments every benchmark shares: --size a positive multiple of 32 (its
+    coarsest level, ``levels`` says which), --batch and --repeats at least 1, --warmup
+    0 or more; a bad one ends the run with the parser's error, naming it."""
+    if args.size < 32 or args.size % 32:
+        parser.error(f'--size must be a positive multiple of 32 ({levels}), got {args.size}')
+    for name in ('batch', 'repeats'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name} must be at least 1, got {getattr(args, name)}')
+    if args.warmup < 0:
+        parser.error(f'--warmup must be 0 or more, got {args.warmup}')
+
+
 def _cpu_model() -> str:
     try:
         with open('/proc/cpuinfo') as f:
