@@ -68,6 +68,7 @@ def test_an_eomt_checkpoint_loads_through_its_family(golden, tmp_path):
     """A Lightning checkpoint (``network.`` prefix, under ``state_dict``) through
     init_cfg, strictly; the model then equals the official one."""
     state = {f'network.{k}': v for k, v in golden['dinov3']['state_dict'].items()}
+    state['criterion.empty_weight'] = torch.tensor([1.] * 5 + [0.1])  # the loss's buffer
     torch.save({'state_dict': state}, tmp_path / 'eomt.ckpt')
     model = EoMT(num_classes=5, num_queries=8, mask_annealing=ANNEALING, embed_dim=48, depth=6,
                  mlp_ratio=2., pretrain_size=(64, 96), **GOLDEN_TRUNKS['dinov3'],
@@ -216,6 +217,8 @@ def test_two_stage_warmup_poly_equals_the_official_schedule(golden):
         TwoStageWarmupPolyLR(torch.optim.SGD(params, lr=1.), warmup_iters=[1, 1], end=10)
     with pytest.raises(ValueError, match=r'end=3 must come after begin \+ both warmups'):
         TwoStageWarmupPolyLR(optimizer, warmup_iters=[2, 2], end=3)
+    with pytest.raises(ValueError, match='end is required'):
+        TwoStageWarmupPolyLR(optimizer, warmup_iters=[2, 2])
 
 
 def test_the_optimizer_groups_follow_eomts_layer_decay():
@@ -224,7 +227,7 @@ def test_the_optimizer_groups_follow_eomts_layer_decay():
     run at the base rate too; every group tagged for the two-stage schedule."""
     from mmengine.optim import build_optim_wrapper
     model = torch.nn.Module()
-    model.backbone = tiny(num_blocks=2)
+    model.backbone = tiny('LaPE', num_blocks=2)
     lrs = {}
     for decay_queries in (True, False):
         wrapper = build_optim_wrapper(model, dict(
@@ -244,10 +247,16 @@ def test_the_optimizer_groups_follow_eomts_layer_decay():
     assert decayed['backbone.upscale.0.conv1.weight'] == (1., 'head')
     assert lrs[False]['backbone.blocks.2.mlp.fc1.weight'] == (1., 'vit')
     assert lrs[False]['backbone.blocks.1.mlp.fc1.weight'] == (0.25, 'vit')
+    # a PE parameter of block i (LaPE's norm) at block i's rate, its table as block 0
+    assert decayed['backbone.pe.norms.1.weight'] == (0.5 ** 2, 'vit')
+    assert decayed['backbone.pe.table.weight'] == (0.5 ** 3, 'vit')
     with pytest.raises(ValueError, match='paramwise_cfg keys'):
         build_optim_wrapper(model, dict(optimizer=dict(type='AdamW', lr=1.),
                                         constructor='mmvitpe.EoMTOptimizerConstructor',
-                                        paramwise_cfg=dict(decay_mult=0.)))
+                                        paramwise_cfg=dict(decay_rate=1., decay_mult=0.)))
+    with pytest.raises(ValueError, match=r'paramwise_cfg=None needs decay_rate'):
+        build_optim_wrapper(model, dict(optimizer=dict(type='AdamW', lr=1.),
+                                        constructor='mmvitpe.EoMTOptimizerConstructor'))
 
 
 def test_inference_compiles_without_graph_breaks_and_training_compiles():

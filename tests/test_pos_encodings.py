@@ -430,3 +430,14 @@ def test_lape_family_block_sets_and_input_term():
         pos0 = mpvg.pe.table.resized((3, 4))
         torch.testing.assert_close(t_mpvg - t_pvg,
                                    mpvg.pe.last_norm_layer(pos0).expand_as(t_pvg))
+
+
+def test_another_schemes_option_left_behind_is_named():
+    """A config whose type changed on the command line keeps the old scheme's options:
+    refused naming them and the new scheme's arguments."""
+    from mmvitpe.models.pos_encodings import build_pos_encoding
+    with pytest.raises(TypeError, match=r"RoPEMixed takes no \['rescale_coords'\] \(another "
+                                        r"scheme's options\?\); its options: \['blocks', "
+                                        r"'theta'\]"):
+        build_pos_encoding(dict(type='RoPEMixed', rescale_coords=2.), embed_dim=32, num_heads=2,
+                           depth=2)

@@ -22,7 +22,10 @@ model = dict(
     backbone=dict(
         type='mmvitpe.EoMT',
         arch='dinov3_large',
-        pos_embed=dict(type='RoPEDINOv3'),
+        # DINOv3's RoPE with its training-time coordinate rescaling in [1/2, 2], as the
+        # transformers model EoMT trains (pos_embed_rescale=2); another scheme: give
+        # pos_embed=dict(_delete_=True, type=...) in a config over this one
+        pos_embed=dict(type='RoPEDINOv3', rescale_coords=2.),
         qkv_bias=True,
         num_classes=num_classes,
         num_queries=100,

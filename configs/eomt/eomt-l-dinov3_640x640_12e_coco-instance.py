@@ -18,14 +18,16 @@ model = dict(
     type='MaskFormer',
     data_preprocessor=dict(
         type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32, pad_mask=True,
+        # every image padded to 640x640, in training and at test (the long side is 640),
+        # as EoMT: RoPE's normalised coordinates then mean the same spacing in both
+        std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=640, pad_mask=True,
         mask_pad_value=0, pad_seg=False,
         batch_augments=[dict(type='BatchFixedSizePad', size=image_size, img_pad_value=0,
                              pad_mask=True, mask_pad_value=0, pad_seg=False)]),
     backbone=dict(
         type='mmvitpe.EoMT',
         arch='dinov3_large',
-        pos_embed=dict(type='RoPEDINOv3'),
+        pos_embed=dict(type='RoPEDINOv3', rescale_coords=2.),  # as EoMT's transformers model
         qkv_bias=True,
         num_classes=num_classes,
         num_queries=200,

@@ -17,7 +17,8 @@ from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
 from torch import nn
 
 from mmvitpe.registry import OPTIM_WRAPPER_CONSTRUCTORS, PARAM_SCHEDULERS
-from mmvitpe.utils.validation import check_bool, check_int_list, check_positive, check_real
+from mmvitpe.utils.validation import (check_bool, check_int, check_int_list, check_positive,
+                                      check_real)
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -28,8 +29,10 @@ class EoMTOptimizerConstructor(DefaultOptimWrapperConstructor):
     paramwise_cfg=dict(decay_rate=0.8, decay_query_blocks=True), ...)``:
 
     * ViT block ``i`` of ``L``: ``lr * decay_rate ** (L - 1 - i)``; the patch
-      embedding, class and register tokens and PE tables as block 0; the final
-      norm at ``lr``. With ``decay_query_blocks=False`` (EoMT's
+      embedding, class and register tokens and shared PE tables as block 0, a PE
+      parameter of block ``i`` as block ``i``; the final norm (and a PE term at it)
+      at ``lr``. ``decay_rate`` is required (EoMT's ``llrd``: 0.8 by default, 1.0
+      in its DINOv3 ADE20K recipe). With ``decay_query_blocks=False`` (EoMT's
       ``llrd_l2_enabled=False``) the last ``num_blocks`` blocks, which the queries
       run through, are at ``lr`` too.
     * The queries and heads at ``lr``.
@@ -40,13 +43,22 @@ class EoMTOptimizerConstructor(DefaultOptimWrapperConstructor):
     """
     KEYS = ('decay_rate', 'decay_query_blocks')
 
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg=None) -> None:
+        # mmengine builds one plain group without calling add_params when paramwise_cfg
+        # is empty: no decay and no tags, so it is required
+        if not isinstance(paramwise_cfg, dict) or 'decay_rate' not in paramwise_cfg:
+            raise ValueError(f'{type(self).__name__}: paramwise_cfg={paramwise_cfg!r} needs '
+                             "decay_rate (EoMT's llrd: 0.8, or 1.0 for no decay); valid keys: "
+                             f'{self.KEYS}')
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
+
     def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
         from mmvitpe.models.eomt import EoMT  # the engine is imported before the models
         owner = type(self).__name__
         cfg = self.paramwise_cfg
         if set(cfg) - set(self.KEYS):
             raise ValueError(f'{owner}: paramwise_cfg keys {sorted(cfg)}; valid: {self.KEYS}')
-        rate = check_real(owner, 'paramwise_cfg.decay_rate', cfg.get('decay_rate', 1.),
+        rate = check_real(owner, 'paramwise_cfg.decay_rate', cfg['decay_rate'],
                           low=0., high=1., low_open=True)
         decay_queries = check_bool(owner, 'paramwise_cfg.decay_query_blocks',
                                    cfg.get('decay_query_blocks', True))
@@ -65,16 +77,29 @@ class EoMTOptimizerConstructor(DefaultOptimWrapperConstructor):
             part, scale = 'vit', 1.
             if inner is None or inner.startswith(heads):
                 part = 'head'
-            elif inner.startswith('blocks.'):
-                block = int(inner.split('.')[1])
-                if decay_queries or block < first_query_block:
+            else:
+                block = self._block_of(backbone, inner)
+                if block < depth and (decay_queries or block < first_query_block):
                     scale = rate ** (depth - 1 - block)
-            elif not inner.startswith('norm.'):  # patch embedding, tokens, PE: as block 0
-                scale = rate ** (depth - 1)
             group = dict(params=[param], lr=self.base_lr * scale, eomt_part=part)
             if self.base_wd is not None:  # else the optimizer's default
                 group['weight_decay'] = self.base_wd
             params.append(group)
+
+
+    @staticmethod
+    def _block_of(backbone, name: str) -> int:
+        """The block a ViT parameter belongs to: its block; for a PE parameter the
+        block it acts in (shared tables: 0); ``depth`` for the final norm and a
+        PE term at it; 0 for the patch embedding and the tokens."""
+        parts = name.split('.')
+        if parts[0] == 'blocks':
+            return int(parts[1])
+        if parts[0] == 'norm':
+            return backbone.depth
+        if parts[0] == 'pe':
+            return max(backbone.pe.stack_position('.'.join(parts[1:])), 0)
+        return 0
 
 
 @PARAM_SCHEDULERS.register_module()
@@ -100,9 +125,13 @@ class TwoStageWarmupPolyLR(LRSchedulerMixin, _ParamScheduler):
         if len(self.warmup_iters) != 2:
             raise ValueError(f'{owner}: warmup_iters={warmup_iters} must be (heads, ViT)')
         self.power = check_positive(owner, 'power', power)
+        begin = check_int(owner, 'begin', begin, minimum=0)
+        if end is None:
+            raise ValueError(f'{owner}: end is required (the last training iteration)')
+        end = check_int(owner, 'end', end)
         if by_epoch:
             raise ValueError(f'{owner} steps per iteration: by_epoch must be False')
-        if end is None or end <= begin + sum(self.warmup_iters):
+        if end <= begin + sum(self.warmup_iters):
             raise ValueError(f'{owner}: end={end} must come after begin + both warmups '
                              f'({begin + sum(self.warmup_iters)})')
         opt = getattr(optimizer, 'optimizer', optimizer)

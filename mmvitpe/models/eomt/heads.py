@@ -90,6 +90,9 @@ class EoMTSegHead(_EoMTHead):
 
     def __init__(self, num_classes: int, loss: Optional[dict] = None, ignore_index: int = 255,
                  align_corners: bool = False, init_cfg=None) -> None:
+        if check_int(type(self).__name__, 'num_classes', num_classes) < 2:
+            raise ValueError(f'{type(self).__name__}: num_classes={num_classes}: a semantic '
+                             'map needs at least 2 classes')
         super().__init__(num_classes, loss, init_cfg)
         self.out_channels = self.num_classes
         self.ignore_index = check_int(type(self).__name__, 'ignore_index', ignore_index,

@@ -244,14 +244,3 @@ class EoMT(PEViT):
         mask[:, 0, :self.num_queries, num_tokens - keep.shape[2]:] = torch.zeros_like(
             keep, dtype=mask.dtype).masked_fill_(~keep, float('-inf'))
         return mask
-
-    # ---- optimisation helpers --------------------------------------------------------
-    def get_layer_depth(self, name: str) -> Tuple[int, int]:
-        """As the trunk's; the queries join at block ``depth - num_blocks``, and the
-        heads are the top layer."""
-        if name.split('.')[0] == 'q':
-            return self.depth - self.num_blocks + 1, self.depth + 2
-        return super().get_layer_depth(name)
-
-    def no_weight_decay(self) -> set:
-        return super().no_weight_decay() | {'q.weight'}

@@ -4,10 +4,12 @@ Build one with :func:`build_pos_encoding`; the type names are the class names.
 A list of configs (or ``dict(type='Compose', schemes=[...])``) builds a
 composite (compose.py); presets.py names the common composites.
 """
+import inspect
+
 from mmvitpe.registry import POS_ENCODINGS
 from .alibi_2d import ALiBi2D
 from .base import Grid, PEState, PositionalEncoding
-from .compose import Compose, CompositeState
+from .compose import CONTEXT_ARGS, Compose, CompositeState
 from .factorized import FactorizedPE
 from .layerwise import LayerwisePE
 from .lape import LaPE
@@ -63,7 +65,23 @@ def build_pos_encoding(cfg, **context) -> PositionalEncoding:
     if clash:
         raise TypeError(f'{name}: {clash} are set by the model and cannot be given in '
                         'pos_embed')
+    accepted = scheme_arguments(scheme)
+    unknown = sorted(set(args) - accepted)
+    # (a preset names its members' options itself)
+    if unknown and not hasattr(scheme, 'MEMBERS'):  # e.g. another scheme's option left behind
+        raise TypeError(f'{name} takes no {unknown} (another scheme\'s options?); its '
+                        f'options: {sorted(accepted - CONTEXT_ARGS)}')
     return scheme(**args, **context)
+
+
+def scheme_arguments(scheme: type) -> set:
+    """The keyword arguments a scheme's constructor takes, through its base classes."""
+    names = set()
+    for cls in scheme.__mro__:
+        if '__init__' in vars(cls) and issubclass(cls, PositionalEncoding):
+            names |= {p.name for p in inspect.signature(cls.__init__).parameters.values()
+                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names - {'self'}
 
 
 __all__ = [

@@ -4,7 +4,8 @@ network under ``network.``, the ViT under ``encoder.backbone.`` in timm's layout
 (``embeddings`` as ``patch_embed``, ``layer`` as ``blocks``), which is restored
 for the transformers family after it. The queries and heads (``q``,
 ``class_head``, ``mask_head``, ``upscale``) keep their names, which are EoMT's
-here too."""
+here too. Its released DINOv3 files hold differences to DINOv3 (EoMT's
+``delta_weights``), which no key tells apart: add DINOv3's tensors first."""
 import re
 
 from . import register_family
@@ -38,6 +39,9 @@ class EoMTFamily(Family):
                         for k in (k.removeprefix('network.') for k in state)
                         if k.startswith(_BACKBONE))
         for key, value in state.items():
+            if key.startswith('criterion.'):  # EoMT's own loading drops them too
+                dropped[key] = "the loss's class weights, set by MaskClassificationLoss"
+                continue
             key = key.removeprefix('network.')
             if key in _CONSTANTS:
                 dropped[key] = _CONSTANTS[key]
