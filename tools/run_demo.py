@@ -1,4 +1,4 @@
-"""The main job on built-in data: what mmvitpe is for, in 8 to 11 minutes on 2 CPU cores.
+"""The main job on built-in data: what mmvitpe is for, in 10 to 13 minutes on 2 CPU cores.
 
 1. writes the demo data (tools/make_demo_data.py) unless it is there and current;
 2. seg: trains UperNet + ViT-Adapter-T (MPVG) from scratch with tools/train.py;
@@ -6,13 +6,14 @@
    (init_cfg Pretrained across mmseg -> mmdet);
    both are evaluated untrained and trained with the real COCO / mIoU metrics,
    and the trained model's predictions are drawn (tools/test.py --show-dir);
-4. pe: compares NoPE, LearnedPE and MPVG over 2 seeds with tools/compare_pe.py
+4. eomt: trains EoMT (DeiT-T-sized, learned PE) from scratch for the same task as seg;
+5. pe: compares NoPE, LearnedPE and MPVG over 2 seeds with tools/compare_pe.py
    on scenes whose classes only position decides (a small plain ViT), at the
    training size and one larger test size: table, error bars, metric vs size;
-5. plots the seg/det training losses to <work-dir>/loss_curves.png and prints
+6. plots the seg/det/eomt training losses to <work-dir>/loss_curves.png and prints
    the tables.
 
-Usage: python tools/run_demo.py [--work-dir work_dirs/demo] [--tasks seg det pe]
+Usage: python tools/run_demo.py [--work-dir work_dirs/demo] [--tasks seg det eomt pe]
 """
 import argparse
 import glob
@@ -37,6 +38,7 @@ TASKS = {  # in training order: det starts from the seg backbone
     'seg': ('configs/demo/upernet_vit-adapter-t-mpvg_demo.py', ['mIoU', 'aAcc']),
     'det': ('configs/demo/mask-rcnn_vit-adapter-t-mpvg_fpn_demo.py',
             ['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP']),
+    'eomt': ('configs/demo/eomt-t_demo.py', ['mIoU', 'aAcc']),
     'pe': ('configs/demo/fcn_vit-baseline-p8_position_demo.py', ['mIoU']),
 }
 PE_STUDY = ['--schemes', 'NoPE', 'LearnedPE', 'MPVG', '--seeds', '0', '1',
@@ -126,6 +128,7 @@ def main() -> None:
     for k, task in enumerate(tasks, 2):
         what = dict(seg='segmentation (UperNet, from scratch)',
                     det='detection (Mask R-CNN, from the seg backbone)',
+                    eomt='segmentation (EoMT, from scratch)',
                     pe='PE comparison (NoPE / LearnedPE / MPVG x 2 seeds)')[task]
         stage(f'step {k}/{len(tasks) + 1}: {what}', start)
         if task == 'pe':
