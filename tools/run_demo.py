@@ -1,4 +1,4 @@
-"""The main job on built-in data: what mmvitpe is for, in 10 to 13 minutes on 2 CPU cores.
+"""The main job on built-in data: what mmvitpe is for, in 10 to 14 minutes on 2 CPU cores.
 
 1. writes the demo data (tools/make_demo_data.py) unless it is there and current;
 2. seg: trains UperNet + ViT-Adapter-T (MPVG) from scratch with tools/train.py;
