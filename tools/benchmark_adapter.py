@@ -49,7 +49,6 @@ the arch's class and register tokens).
 """
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,8 @@ from multiprocessing.connection import Connection, Pipe
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from timing import RESULTS_DIR_HELP, results_dir, timed, write_results  # tools/timing.py
+from timing import (RESULTS_DIR_HELP, results_dir, step_memory_mib, timed,  # tools/timing.py
+                    write_results)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DET_WINDOWS = [14, 14, 0] * 4  # original detection configs: blocks 2, 5, 8, 11 global
@@ -115,11 +115,6 @@ def build_protocol(protocol: str, arch: str, size: int):
         ViTDet=dict(preset=preset, input_size=size),
         STA={}, ViTBaseline={})[protocol]
     return getattr(models, protocol)(arch=arch, **options)
-
-
-def current_rss_kb() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 1024
 
 
 def train_pass(model, call) -> None:
@@ -201,12 +196,8 @@ def worker(args) -> None:
         compile_s = step(model, warm, True, args.device) + step(model, warm, False, args.device)
     if args.memory:
         img = torch.randn(1, 3, args.memory_size, args.memory_size, device=args.device)
-        idle = current_rss_kb()
-        step(model, img, True, args.device)
-        if args.device == 'cuda':
-            channel.send(torch.cuda.max_memory_allocated() / 2**20)
-        else:
-            channel.send((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - idle) / 1024)
+        channel.send(step_memory_mib(lambda: step(model, img, True, args.device),
+                                     args.device))
         return
     img = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
     parts = {}  # built on the first part request only

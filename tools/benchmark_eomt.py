@@ -37,7 +37,6 @@ timings say nothing about the real models.
 import argparse
 import logging
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,8 +44,8 @@ import tempfile
 
 import torch
 
-from timing import (RESULTS_DIR_HELP, check_run_args, results_dir, timed,  # tools/timing.py
-                    write_results)
+from timing import (RESULTS_DIR_HELP, check_run_args, results_dir,  # tools/timing.py
+                    step_memory_mib, timed, write_results)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPERNET = 'configs/vit_adapter/upernet_vit-adapter-s_512x512_160k_ade20k.py'
@@ -157,22 +156,12 @@ class Variant:
                      self.device)
 
 
-def current_rss_kb() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 1024
-
-
 def memory_worker(args) -> None:
     """One training step of ``args.memory_worker``; its peak memory (MiB) to
     ``args.memory_file``."""
     torch.manual_seed(0)
     variant = Variant(args.memory_worker, args)
-    idle = current_rss_kb()
-    variant.train()
-    if args.device == 'cuda':
-        mib = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - idle) / 1024
+    mib = step_memory_mib(variant.train, args.device)
     with open(args.memory_file, 'w') as f:
         f.write(repr(mib))
 

@@ -8,6 +8,7 @@ import argparse
 import os
 import platform
 import re
+import resource
 import time
 from typing import Callable, List
 
@@ -56,6 +57,22 @@ def check_run_args(parser: argparse.ArgumentParser, args, levels: str) -> None:
             parser.error(f'--{name} must be at least 1, got {getattr(args, name)}')
     if args.warmup < 0:
         parser.error(f'--warmup must be 0 or more, got {args.warmup}')
+
+
+def current_rss_kb() -> int:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 1024
+
+
+def step_memory_mib(run_step: Callable[[], object], device: str) -> float:
+    """Peak memory of ``run_step()`` in MiB: CUDA's max allocated, or on CPU the peak
+    RSS growth over the process before it (run it in a fresh process: the peak RSS
+    is the process's so far)."""
+    idle = current_rss_kb()
+    run_step()
+    if device == 'cuda':
+        return torch.cuda.max_memory_allocated() / 2**20
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - idle) / 1024
 
 
 def _cpu_model() -> str:

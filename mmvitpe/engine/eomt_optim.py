@@ -69,37 +69,24 @@ class EoMTOptimizerConstructor(DefaultOptimWrapperConstructor):
             raise TypeError(f'{owner} is for a model whose backbone is mmvitpe.EoMT, got '
                             f'{type(backbone).__name__}')
         depth, first_query_block = backbone.depth, backbone.depth - backbone.num_blocks
-        heads = ('q.', 'class_head.', 'mask_head.', 'upscale.')
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
             inner = name[len('backbone.'):] if name.startswith('backbone.') else None
             part, scale = 'vit', 1.
-            if inner is None or inner.startswith(heads):
+            if inner is None or inner.split('.')[0] in backbone.HEAD_PARTS:
                 part = 'head'
             else:
-                block = self._block_of(backbone, inner)
+                # the trunk's layer ids: stem 0, block i at i + 1 (a PE parameter at
+                # its block's), the final norm at depth + 1; EoMT puts the stem with
+                # block 0
+                block = max(backbone.get_layer_depth(inner)[0] - 1, 0)
                 if block < depth and (decay_queries or block < first_query_block):
                     scale = rate ** (depth - 1 - block)
             group = dict(params=[param], lr=self.base_lr * scale, eomt_part=part)
             if self.base_wd is not None:  # else the optimizer's default
                 group['weight_decay'] = self.base_wd
             params.append(group)
-
-
-    @staticmethod
-    def _block_of(backbone, name: str) -> int:
-        """The block a ViT parameter belongs to: its block; for a PE parameter the
-        block it acts in (shared tables: 0); ``depth`` for the final norm and a
-        PE term at it; 0 for the patch embedding and the tokens."""
-        parts = name.split('.')
-        if parts[0] == 'blocks':
-            return int(parts[1])
-        if parts[0] == 'norm':
-            return backbone.depth
-        if parts[0] == 'pe':
-            return max(backbone.pe.stack_position('.'.join(parts[1:])), 0)
-        return 0
 
 
 @PARAM_SCHEDULERS.register_module()

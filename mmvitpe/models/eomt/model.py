@@ -98,6 +98,8 @@ class EoMT(PEViT):
             (the heads read the final-normed tokens); the last ``num_blocks``
             blocks must attend globally.
     """
+    # what EoMT adds to the ViT: queries and heads, none of them in a ViT checkpoint
+    HEAD_PARTS = ('q', 'class_head', 'mask_head', 'upscale')
 
     def __init__(self, num_classes: int, num_queries: int = 100, num_blocks: int = 4,
                  masked_attn: bool = True, mask_annealing: Optional[dict] = None,
@@ -177,7 +179,7 @@ class EoMT(PEViT):
 
     # ---- weights -----------------------------------------------------------------
     def new_start_reason(self, name: str) -> Optional[str]:
-        if name.split('.')[0] in ('q', 'class_head', 'mask_head', 'upscale'):
+        if name.split('.')[0] in self.HEAD_PARTS:
             return ('a part of EoMT (queries and heads), which ViT checkpoints do not hold; '
                     'starts at its initialisation')
         return super().new_start_reason(name)
@@ -241,6 +243,6 @@ class EoMT(PEViT):
             dropped = torch.rand(keep.shape[:2], device=keep.device) > prob
             keep = keep | dropped[..., None]
         mask = mask_logits.new_zeros(keep.shape[0], 1, num_tokens, num_tokens)
-        mask[:, 0, :self.num_queries, num_tokens - keep.shape[2]:] = torch.zeros_like(
-            keep, dtype=mask.dtype).masked_fill_(~keep, float('-inf'))
+        mask[:, 0, :self.num_queries, num_tokens - keep.shape[2]:].masked_fill_(~keep,
+                                                                             float('-inf'))
         return mask

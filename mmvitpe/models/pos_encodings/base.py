@@ -279,6 +279,14 @@ def composite_member_key(key: str, prefix: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
+def skip_leading(site: Callable, x: Tensor, queries: int, *args) -> Tensor:
+    """``site(x, *args)`` on all tokens (dim 1) but the ``queries`` leading ones, which
+    pass unchanged: how the trunk hides EoMT's queries from a token-wise site."""
+    if not queries:
+        return site(x, *args)
+    return torch.cat([x[:, :queries], site(x[:, queries:], *args)], dim=1)
+
+
 def pad_prefix(table: Tensor, num_prefix: int, value: float) -> Tensor:
     """Extend a (heads, N, N) logit term with ``value`` rows/cols for prefix tokens."""
     if num_prefix == 0:

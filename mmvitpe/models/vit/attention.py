@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..pos_encodings import Grid, PEState, PositionalEncoding
-from ..pos_encodings.base import pad_prefix
+from ..pos_encodings.base import pad_prefix, skip_leading
 
 
 # How a windowed block fills the grid up to whole windows: 'qkv' pads q, k and v
@@ -88,11 +88,7 @@ class Attention(nn.Module):
         b, n, c = x.shape
         # split, not slicing: its backward concatenates instead of zero-filling twice
         qk, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).split((2, 1), dim=2)
-        if queries:
-            qk = torch.cat([qk[:, :queries], pe.rotate(qk[:, queries:], block, state)], dim=1)
-        else:
-            qk = pe.rotate(qk, block, state)
-        q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = skip_leading(pe.rotate, qk, queries, block, state).permute(2, 0, 3, 1, 4).unbind(0)
         v = v.squeeze(2).transpose(1, 2)
         num_prefix = n - queries - state.grid[0] * state.grid[1]
         if self.window_size:

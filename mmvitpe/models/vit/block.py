@@ -2,11 +2,11 @@
 from functools import partial
 from typing import Optional
 
-import torch
 from timm.layers import DropPath, LayerScale, Mlp, SwiGLU, SwiGLUPacked
 from torch import Tensor, nn
 
 from ..pos_encodings import PEState, PositionalEncoding
+from ..pos_encodings.base import skip_leading
 from .attention import Attention
 
 # MLP variants, all timm layers and key names: 'mlp' (fc1, GELU, fc2: ViT/DeiT,
@@ -83,12 +83,7 @@ class Block(nn.Module):
         """``queries``: tokens in front of the prefix tokens that the PE never sees
         (EoMT's learned queries); ``attn_mask``: an additive (B, 1, N, N) term on
         the attention logits (EoMT's masked attention), global blocks only."""
-        h = self.norm1(x)
-        if queries:
-            h = torch.cat([h[:, :queries], pe.attention_input(h[:, queries:], self.index, state)],
-                          dim=1)
-        else:
-            h = pe.attention_input(h, self.index, state)
+        h = skip_leading(pe.attention_input, self.norm1(x), queries, self.index, state)
         x = x + self.drop_path1(self.ls1(self.attn(h, self.index, pe, state, queries,
                                                    attn_mask)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))

@@ -25,6 +25,7 @@ from mmvitpe.weights.reader import (backbone_part, non_finite, read_source_confi
                                     read_state_dict)
 from mmvitpe.weights.transfer import load_pretrained, remap
 from ..pos_encodings import Grid, PEState, build_pos_encoding
+from ..pos_encodings.base import skip_leading
 from .arch import resolve_arch
 from .attention import WINDOW_PADDINGS
 from .block import Block
@@ -418,21 +419,14 @@ class PEViT(ForeignWeights, BaseModule):
                                   use_reentrant=False)
             else:
                 x = block(x, self.pe, state, queries, attn_mask)
-            x = self._pe_site(self.pe.after_block, x, queries, block.index, state)
+            x = skip_leading(self.pe.after_block, x, queries, block.index, state)
         return x
 
     def finalize(self, x: Tensor, state: PEState, queries: int = 0) -> Tensor:
         """Final norm and the PE's final site (identity without a final norm)."""
         if self.norm is None:
             return x
-        return self._pe_site(self.pe.final, self.norm(x), queries, state)
-
-    @staticmethod
-    def _pe_site(site, x: Tensor, queries: int, *args) -> Tensor:
-        """A token-wise PE site on all tokens but the ``queries`` leading ones."""
-        if not queries:
-            return site(x, *args)
-        return torch.cat([x[:, :queries], site(x[:, queries:], *args)], dim=1)
+        return skip_leading(self.pe.final, self.norm(x), queries, state)
 
     # ---- optimisation helpers --------------------------------------------------
     def get_layer_depth(self, name: str) -> Tuple[int, int]:
